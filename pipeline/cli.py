@@ -1,0 +1,40 @@
+"""The ``unmask`` command: one subcommand per job, each stage contributing its own.
+
+Each ``pipeline.<stage>.commands`` module exposes ``register(subparsers)``; this module only
+collects them. Settings are built once here and handed to the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipeline.settings import Settings
+
+COMMAND_MODULES = (
+    "pipeline.stream.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unmask", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    result = args.func(args, settings)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Every Prometheus metric of unmask, declared once, with what it measures.
+
+Names follow ``unmask_<noun>_<verb>_<unit>``; counters end in ``_total``; label values are
+bounded (topics, stages, reason codes, actions: never ids). Stages import the metric they
+update from here; nothing else declares metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+
+# Stream -------------------------------------------------------------------------------------
+EVENTS_CONSUMED = Counter(
+    "unmask_events_consumed_total", "Records read from a topic by the pipeline.", ["topic"]
+)
+EVENTS_PRODUCED = Counter(
+    "unmask_events_produced_total", "Records written to a topic by the pipeline.", ["topic"]
+)
+EVENTS_FAILED = Counter(
+    "unmask_events_failed_total", "Records that could not be processed, by reason code.",
+    ["topic", "code"],
+)
+DLQ_RECORDS = Counter(
+    "unmask_dlq_records_total", "Records sent to the dead-letter topic, by reason code.", ["code"]
+)
+STAGE_SECONDS = Histogram(
+    "unmask_stage_duration_seconds", "Wall time of one stage call on one micro-batch.",
+    ["stage"], buckets=LATENCY_BUCKETS,
+)
+STAGE_RETRIES = Counter(
+    "unmask_stage_retries_total", "Batches retried after a dependency failure.", ["stage"]
+)
+EVENT_TO_DECISION_SECONDS = Histogram(
+    "unmask_event_to_decision_seconds", "From the event's occurred_at to its decision.",
+    buckets=LATENCY_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "unmask_consumer_lag_messages", "Records behind the log end, per topic partition.",
+    ["topic", "partition"],
+)
+
+# Decisions ----------------------------------------------------------------------------------
+DECISIONS = Counter(
+    "unmask_decisions_made_total", "Decisions made, by action and source.", ["action", "source"]
+)
+POLICY_INFO = Info("unmask_policy", "Version of the decision policy in use.")
+
+# Avatars ------------------------------------------------------------------------------------
+AVATAR_SCORE = Histogram(
+    "unmask_avatar_score_ratio", "AI-generated probability of scored avatars.",
+    buckets=SCORE_BUCKETS,
+)
+AVATAR_ERRORS = Counter(
+    "unmask_avatar_errors_total", "Avatars refused, by error code.", ["code"]
+)
+AVATAR_STEP_SECONDS = Histogram(
+    "unmask_avatar_step_duration_seconds", "Time per avatar step (fetch, decode, face, score, hash).",
+    ["step"], buckets=LATENCY_BUCKETS,
+)
+MODEL_INFO = Info("unmask_model", "Version of the AI-face detector in use.")
+
+# Dedupe -------------------------------------------------------------------------------------
+PHOTO_MATCHES = Counter(
+    "unmask_photo_matches_total", "Near-duplicate matches found, by source (bank, account).",
+    ["source"],
+)
+
+# Signals ------------------------------------------------------------------------------------
+CLUSTER_SCORE = Histogram(
+    "unmask_cluster_score_ratio", "Score of the cluster an account joined.", buckets=SCORE_BUCKETS
+)
+
+# Health -------------------------------------------------------------------------------------
+DEPENDENCY_UP = Gauge(
+    "unmask_dependency_up", "1 when the dependency answered its last check, else 0.", ["dependency"]
+)

@@ -1,0 +1,126 @@
+"""One typed settings object, read from the environment once and passed in.
+
+Every field is documented with its unit; this class is the configuration reference.
+Environment variables use the prefix ``UNMASK_`` and ``__`` between group and field,
+for example ``UNMASK_KAFKA__BOOTSTRAP=127.0.0.1:19092``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET = "development-only-secret-change-me"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:19092"
+    """Kafka bootstrap servers, comma separated host:port."""
+    consumer_group: str = "unmask"
+    """Consumer group (Faust app id) shared by all workers."""
+    topic_events: str = "accounts.events"
+    """Input topic of account events (key = account_id)."""
+    topic_dlq: str = "accounts.dlq"
+    """Dead-letter topic: raw bytes of refused events plus a coded reason."""
+    topic_validated: str = "accounts.validated.v1"
+    topic_scored: str = "avatars.scored.v1"
+    topic_matched: str = "avatars.matched.v1"
+    topic_signals: str = "accounts.signals.v1"
+    topic_decisions: str = "enforcement.decisions"
+    """Output topic of enforcement decisions."""
+    partitions: int = 6
+    """Partitions of the internal topics (must match ops/topics.json)."""
+
+
+class DatabaseSettings(BaseModel):
+    url: str = f"sqlite:///{REPO_ROOT / 'unmask.db'}"
+    """SQLAlchemy URL. SQLite is the embedded default; production uses PostgreSQL."""
+    pool_size: int = 5
+    """Connections kept open per process (PostgreSQL only)."""
+    retry_max_seconds: float = 30.0
+    """Upper bound of the exponential back-off while the database is unreachable, seconds."""
+
+
+class AvatarSettings(BaseModel):
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names avatars may be fetched from (exact match or leading-dot suffix)."""
+    allow_private_hosts: list[str] = Field(default_factory=list)
+    """Hosts allowed even though they resolve to loopback/private ranges (tests, on-prem CDNs)."""
+    file_root: Path | None = None
+    """Directory below which file:// avatar URLs may be read (demo and replays); None refuses file://."""
+    connect_timeout_s: float = 2.0
+    """Connect timeout of an avatar fetch, seconds."""
+    read_timeout_s: float = 5.0
+    """Total read deadline of an avatar fetch, seconds."""
+    max_bytes: int = 5_000_000
+    """Largest avatar accepted, bytes."""
+    max_pixels: int = 40_000_000
+    """Largest decoded image accepted, pixels (decompression bombs)."""
+    max_redirects: int = 3
+    """Redirects followed, each re-checked against the allow-list."""
+    batch_size: int = 32
+    """Micro-batch size of the ONNX scorer."""
+    model_path: Path | None = None
+    """ONNX detector; None uses the model shipped in the package."""
+
+
+class DedupeSettings(BaseModel):
+    radius: int = 8
+    """Hamming radius (bits) within which two 64-bit pHashes are the same photo."""
+    reuse_window_hours: float = 168.0
+    """Window in which the same photo on several accounts becomes a cluster signal, hours."""
+
+
+class SignalSettings(BaseModel):
+    windows_hours: list[float] = Field(default_factory=lambda: [1.0, 24.0, 168.0])
+    """Rolling windows over which feature counts are read, hours."""
+    bucket_minutes: int = 10
+    """Width of one time bucket of the rolling windows, minutes."""
+    retention_days: float = 30.0
+    """Buckets and raw events older than this are deleted by the retention job, days."""
+    link_threshold: float = 2.0
+    """Weighted shared evidence above which two accounts are linked."""
+
+
+class DecideSettings(BaseModel):
+    policy_path: Path | None = None
+    """Policy file; None uses pipeline/decide/policy.yaml."""
+
+
+class ReviewSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8088
+    lease_seconds: int = 300
+    """How long a claimed review item stays with its reviewer, seconds."""
+
+
+class Settings(BaseSettings):
+    """All configuration of unmask. Built once by the composition root and passed in."""
+
+    model_config = SettingsConfigDict(env_prefix="UNMASK_", env_nested_delimiter="__", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    """Where this runs; production refuses default secrets."""
+    log_level: str = "INFO"
+    """Python logging level name."""
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    """Key for HMAC of personal data and for signing reviewer sessions."""
+    metrics_port: int = 9108
+    """Port of the worker's /metrics, /healthz and /readyz endpoints."""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    avatars: AvatarSettings = Field(default_factory=AvatarSettings)
+    dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
+    signals: SignalSettings = Field(default_factory=SignalSettings)
+    decide: DecideSettings = Field(default_factory=DecideSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key.get_secret_value() == DEV_SECRET:
+            raise ValueError("UNMASK_SECRET_KEY must be set outside development")
+        return self

@@ -1,0 +1,35 @@
+"""The contract every stage implements, and the order in which an event walks them.
+
+validate -> avatar -> dedupe -> signals -> decide. The embedded runner calls the stages in a
+loop; the Faust app gives each stage its own agent between two topics. Same logic, two runners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pipeline.types import Envelope
+
+STAGE_ORDER = ("avatar", "dedupe", "signals", "decide")
+
+
+class StageUnavailable(Exception):
+    """A dependency (database, fetch pool) is down; the batch may be retried as a whole."""
+
+
+class Stage(Protocol):
+    """One step of the pipeline.
+
+    ``process`` is blocking (it may do database or CPU work; the Faust agent runs it in a
+    thread) and returns one envelope per input envelope, in order, enriched with this stage's
+    output. It is idempotent on ``event.event_id``: processing the same envelope twice has the
+    effect of processing it once, and returns the same output. Bad input never raises: it is
+    recorded in the envelope (for example ``AvatarResult.refused(code)``). Transient failures of
+    a dependency raise :class:`StageUnavailable` (or the driver's OperationalError) and nothing of
+    the batch is committed.
+    """
+
+    name: str
+
+    def process(self, batch: Sequence[Envelope]) -> list[Envelope]: ...

@@ -1,0 +1,1 @@
+"""Engine, sessions and the SQLAlchemy tables shared by the stages."""

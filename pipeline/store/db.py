@@ -1,0 +1,66 @@
+"""Engine construction and idempotency helpers shared by every stage that writes.
+
+Every write that an event causes is guarded by a mark in ``processed_events`` taken in the
+same transaction (``claim_once``), so at-least-once delivery never doubles an effect.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline.store.tables import processed_events
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    """A SQLAlchemy engine for ``url``; SQLite gets WAL and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]] | dict[str, Any],
+                  index_elements: list[str] | None = None) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite; returns rows inserted."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    result = conn.execute(stmt, rows)
+    return int(result.rowcount or 0)
+
+
+def upsert(conn: Connection, table: sa.Table, row: dict[str, Any], index_elements: list[str],
+           update: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT (index_elements) DO UPDATE SET update, on PostgreSQL and SQLite."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).values(**row)
+    conn.execute(stmt.on_conflict_do_update(index_elements=index_elements, set_=update))
+
+
+def claim_once(conn: Connection, event_id: str, stage: str) -> bool:
+    """Mark (event_id, stage) as processed inside the caller's transaction.
+
+    Returns True the first time, False when the mark already exists (a redelivery): the
+    caller then skips its writes. The mark commits or rolls back with the caller's writes.
+    """
+    row = {"event_id": event_id, "stage": stage, "processed_at": datetime.now(UTC)}
+    return insert_ignore(conn, processed_events, row, ["event_id", "stage"]) == 1
