@@ -1,0 +1,157 @@
+"""Perceptual hashes of one decoded avatar: the fingerprints the dedupe index matches on.
+
+Pure (Pillow, numpy, imagehash, pdqhash; no I/O). The avatar stage calls
+:func:`compute_hashes` once per decoded avatar and ships the result in
+``AvatarResult.hashes``; the dedupe stage and the ``unmask hash`` command use the same function,
+so a stored hash and a query hash always come from the same code.
+
+Hash kinds (hex strings, most significant bit first):
+
+``phash`` / ``phash_mirror``
+    64-bit DCT pHash (imagehash) of the whole image and of its mirror image.
+``pdq`` / ``pdq_mirror``
+    256-bit PDQ of the whole image and of its mirror image.
+``face`` / ``face_mirror``
+    64-bit pHash of the face region aligned on the eyes (only when the avatar stage found a
+    face). A crop, border, rotation or text overlay of the background leaves the aligned face
+    nearly unchanged, which a global hash cannot promise.
+
+Kinds are grouped into *families* that share one bit length and one index: a query hash of any
+kind in a family is compared against stored hashes of every kind in the same family
+(``phash`` against ``phash_mirror`` is how a flipped copy is caught).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import imagehash
+import numpy as np
+import pdqhash
+from PIL import Image, ImageOps
+
+HASH_BITS: dict[str, int] = {
+    "phash": 64,
+    "phash_mirror": 64,
+    "pdq": 256,
+    "pdq_mirror": 256,
+    "face": 64,
+    "face_mirror": 64,
+}
+"""Bit length of every hash kind :func:`compute_hashes` may return."""
+
+FAMILY: dict[str, str] = {
+    "phash": "phash",
+    "phash_mirror": "phash",
+    "pdq": "pdq",
+    "pdq_mirror": "pdq",
+    "face": "face",
+    "face_mirror": "face",
+}
+"""Index family of every hash kind: kinds of one family are compared with each other."""
+
+MIRROR_KINDS = frozenset({"phash_mirror", "pdq_mirror", "face_mirror"})
+"""Kinds computed on the mirror image."""
+
+FACE_SIZE = 128
+"""Side of the aligned face crop that is hashed, pixels."""
+FACE_SIDE_PER_EYE_DISTANCE = 2.6
+"""Side of the aligned face crop as a multiple of the distance between the eyes."""
+FACE_DROP_PER_EYE_DISTANCE = 0.45
+"""How far below the eye midpoint the crop centre sits, in eye distances."""
+MAX_SIDE = 512
+"""Larger images are shrunk to this side before hashing (both hashes resample far below it)."""
+FACE_BOX_MARGIN = 1.1
+"""Side of the face crop as a multiple of the larger face-box side when no eyes are known."""
+
+
+def compute_hashes(
+    image: Image.Image,
+    face_box: tuple[int, int, int, int] | None = None,
+    eyes: Sequence[tuple[float, float]] | None = None,
+) -> dict[str, str]:
+    """Every perceptual hash of ``image`` as ``{kind: hex}``.
+
+    ``image`` is a decoded picture (any mode; it is converted to RGB). ``face_box`` is
+    ``(x, y, w, h)`` in image pixels and ``eyes`` the centres of the two eyes (any order), both as
+    found by the avatar stage; the ``face`` kinds are returned only when a usable face region is
+    given. Pure and deterministic: the same pixels give the same hashes. Raises ``ValueError``
+    for an empty image. The raw-bytes sha256 is not computed here (the caller has the bytes).
+    """
+    if image.width < 1 or image.height < 1:
+        raise ValueError("empty image")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    face = aligned_face(rgb, face_box, eyes)
+    rgb = _bounded(rgb)
+    mirror = ImageOps.mirror(rgb)
+    out = {
+        "phash": str(imagehash.phash(rgb)),
+        "phash_mirror": str(imagehash.phash(mirror)),
+        "pdq": pdq_hex(rgb),
+        "pdq_mirror": pdq_hex(mirror),
+    }
+    if face is not None:
+        out["face"] = str(imagehash.phash(face))
+        out["face_mirror"] = str(imagehash.phash(ImageOps.mirror(face)))
+    return out
+
+
+def _bounded(image: Image.Image) -> Image.Image:
+    side = max(image.width, image.height)
+    if side <= MAX_SIDE:
+        return image
+    scale = MAX_SIDE / side
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def pdq_hex(image: Image.Image) -> str:
+    """The 256-bit PDQ hash of an RGB image, as 64 hex digits."""
+    bits, _quality = pdqhash.compute(np.asarray(image, dtype=np.uint8))
+    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+
+
+def aligned_face(
+    image: Image.Image,
+    face_box: tuple[int, int, int, int] | None,
+    eyes: Sequence[tuple[float, float]] | None,
+) -> Image.Image | None:
+    """The face cut out of ``image`` in a canonical frame, or None when no usable face is given.
+
+    With two eyes the crop is rotated so the eyes are level and scaled by their distance, which
+    makes it independent of the framing of the whole picture. With only a face box the crop is
+    the box squared around its centre. Pixels outside the image are black.
+    """
+    if eyes is not None and len(eyes) >= 2:
+        (x1, y1), (x2, y2) = sorted((float(e[0]), float(e[1])) for e in eyes[:2])
+        dist = math.hypot(x2 - x1, y2 - y1)
+        if dist >= 4.0:
+            angle = math.atan2(y2 - y1, x2 - x1)
+            cos, sin = math.cos(angle), math.sin(angle)
+            side = FACE_SIDE_PER_EYE_DISTANCE * dist
+            scale = side / FACE_SIZE
+            mx, my = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+            cx = mx - sin * FACE_DROP_PER_EYE_DISTANCE * dist
+            cy = my + cos * FACE_DROP_PER_EYE_DISTANCE * dist
+            half = FACE_SIZE / 2.0
+            # output (u, v) -> input: centre + R(angle) * scale * (u - half, v - half)
+            a, b = cos * scale, -sin * scale
+            d, e = sin * scale, cos * scale
+            c = cx - a * half - b * half
+            f = cy - d * half - e * half
+            return image.transform(
+                (FACE_SIZE, FACE_SIZE), Image.Transform.AFFINE, (a, b, c, d, e, f),
+                resample=Image.Resampling.BILINEAR,
+            )
+    if face_box is not None:
+        x, y, w, h = (int(v) for v in face_box)
+        if w >= 8 and h >= 8:
+            side = FACE_BOX_MARGIN * max(w, h)
+            cx, cy = x + w / 2.0, y + h / 2.0
+            box = (
+                round(cx - side / 2), round(cy - side / 2),
+                round(cx + side / 2), round(cy + side / 2),
+            )
+            return image.crop(box).resize((FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR)
+    return None
