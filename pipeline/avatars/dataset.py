@@ -1,0 +1,155 @@
+"""The labelled face set in ``shared/data/faces`` and how it is split by source.
+
+Pure (csv, Pillow): used by training, by evaluation and by the accuracy test, so all three agree
+on which files belong to which source and which sources are held out. A *source* is the label
+plus the file-name prefix (``fake/bhk``, ``real/lfw``): each prefix is one scrape of one upstream
+repository (see ``faces/SOURCES.md``). Held-out sources never appear in training or calibration.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+DEFAULT_HOLDOUT: tuple[str, ...] = (
+    "fake/bhk",
+    "fake/bhkcv",
+    "real/lfw",
+    "real/celeba",
+    "real/amfd",
+)
+MAX_CACHED_SIDE = 384
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One labelled image: ``path`` is absolute; ``label`` is 1 for AI-generated, 0 for real."""
+
+    path: Path
+    label: int
+    source: str
+    generator: str
+    width: int
+    height: int
+
+
+def shared_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The shared folder: ``explicit``, else ``$UNMASK_SHARED_DIR``, else ``<repo>/../shared``."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get("UNMASK_SHARED_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def faces_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``<shared>/data/faces``."""
+    return shared_dir(explicit) / "data" / "faces"
+
+
+def source_of(relative_file: str) -> str:
+    """``fake/bhkcv_f12.jpg`` -> ``fake/bhkcv``."""
+    folder, name = relative_file.split("/", 1)
+    return f"{folder}/{name.split('_', 1)[0]}"
+
+
+def read_manifest(root: Path) -> list[FaceRecord]:
+    """Parse ``MANIFEST.csv`` under ``root``; raises ValueError on an unknown label."""
+    records: list[FaceRecord] = []
+    with (root / "MANIFEST.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["label"] not in ("fake", "real"):
+                raise ValueError(f"unknown label {row['label']!r} for {row['file']}")
+            records.append(
+                FaceRecord(
+                    path=root / row["file"],
+                    label=1 if row["label"] == "fake" else 0,
+                    source=source_of(row["file"]),
+                    generator=row["generator"] or "real",
+                    width=int(row["width"]),
+                    height=int(row["height"]),
+                )
+            )
+    return records
+
+
+def stable_key(record: FaceRecord, salt: str) -> str:
+    """A seedable, order-free sort key (sha256 of salt and file name)."""
+    return hashlib.sha256(f"{salt}:{record.path.name}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train / validation (same sources, other images) / test (held-out sources only)."""
+
+    train: list[FaceRecord]
+    val: list[FaceRecord]
+    test: list[FaceRecord]
+    holdout: tuple[str, ...]
+
+
+def split_by_source(
+    records: Sequence[FaceRecord],
+    holdout: Iterable[str] = DEFAULT_HOLDOUT,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """Put every record of a held-out source in ``test``; split the rest per source.
+
+    The validation part takes ``val_fraction`` of each remaining source (at least one image),
+    chosen by a seeded hash, so the split does not depend on file order.
+    """
+    held = tuple(sorted(set(holdout)))
+    unknown = set(held) - {r.source for r in records}
+    if unknown:
+        raise ValueError(f"held-out sources not in the data: {sorted(unknown)}")
+    test = [r for r in records if r.source in held]
+    by_source: dict[str, list[FaceRecord]] = {}
+    for record in records:
+        if record.source not in held:
+            by_source.setdefault(record.source, []).append(record)
+    train: list[FaceRecord] = []
+    val: list[FaceRecord] = []
+    for source in sorted(by_source):
+        items = sorted(by_source[source], key=lambda r: stable_key(r, f"val{seed}"))
+        n_val = max(1, round(len(items) * val_fraction))
+        val.extend(items[:n_val])
+        train.extend(items[n_val:])
+    return Split(train=train, val=val, test=test, holdout=held)
+
+
+def counts(records: Iterable[FaceRecord]) -> dict[str, int]:
+    """Number of images per source, sorted by source name."""
+    return dict(sorted(Counter(r.source for r in records).items()))
+
+
+def deterministic_sample(
+    records: Sequence[FaceRecord], per_label: int, salt: str = "sample"
+) -> list[FaceRecord]:
+    """Up to ``per_label`` records of each label, picked by a stable hash (same every run)."""
+    picked: list[FaceRecord] = []
+    for label in (0, 1):
+        pool = sorted((r for r in records if r.label == label), key=lambda r: stable_key(r, salt))
+        picked.extend(pool[:per_label])
+    return picked
+
+
+def load_image(path: Path, max_side: int | None = None) -> Image.Image:
+    """Decode to RGB; optionally shrink (bilinear) so the longer side is at most ``max_side``."""
+    with Image.open(path) as opened:
+        if max_side is not None and opened.format == "JPEG":
+            opened.draft("RGB", (max_side, max_side))
+        image = opened.convert("RGB")
+    if max_side is not None and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return image

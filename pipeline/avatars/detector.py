@@ -1,0 +1,122 @@
+"""Thin onnxruntime wrapper around the committed AI-face detector.
+
+Loads ``model/detector.onnx`` and its ``manifest.json`` (input size, normalisation, version,
+calibrated threshold), picks an execution provider once at start, and scores batches of decoded
+images. All image arithmetic lives in the pure ``pipeline.avatars.preprocess``; this module only
+does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+log = logging.getLogger(__name__)
+
+
+def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def _open_session(
+    model_path: Path, prefer_gpu: bool, intra_op_threads: int | None
+) -> ort.InferenceSession:
+    """CUDA when it is offered and really initialises, else CPU; never raises for a missing GPU."""
+    if prefer_gpu and CUDA in ort.get_available_providers():
+        try:
+            session = ort.InferenceSession(
+                str(model_path), _session_options(intra_op_threads), providers=[CUDA, CPU]
+            )
+            if session.get_providers()[0] == CUDA:
+                return session
+            log.warning("CUDAExecutionProvider listed but did not initialise; using CPU")
+        except Exception as error:  # noqa: BLE001 - any CUDA start-up failure falls back to CPU
+            log.warning("CUDAExecutionProvider failed to start (%s); using CPU", error)
+    return ort.InferenceSession(
+        str(model_path), _session_options(intra_op_threads), providers=[CPU]
+    )
+
+
+class OnnxDetector:
+    """Probability that a face image is AI-generated (GAN), from the committed ONNX model.
+
+    Construction reads the model and manifest from disk and starts an onnxruntime session
+    (blocking, ~0.1 s on CPU); it raises FileNotFoundError / KeyError for a missing or malformed
+    model folder. ``score_batch`` is synchronous and CPU/GPU bound: call it off the event loop.
+    One instance may be shared by threads (onnxruntime sessions are thread-safe for ``run``).
+    """
+
+    def __init__(
+        self,
+        model_dir: Path = DEFAULT_MODEL_DIR,
+        *,
+        prefer_gpu: bool = True,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        self._manifest: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())
+        self._spec = PreprocessSpec.from_manifest(self._manifest)
+        self._threshold = float(self._manifest["threshold"])
+        self._version = str(self._manifest["version"])
+        self._session = _open_session(model_dir / "detector.onnx", prefer_gpu, intra_op_threads)
+        self._input_name = self._session.get_inputs()[0].name
+        log.info(
+            "avatar detector %s loaded with %s (input %dpx, threshold %.4f)",
+            self._version,
+            self.provider,
+            self._spec.input_size,
+            self._threshold,
+        )
+
+    @property
+    def model_version(self) -> str:
+        """The ``version`` string of the manifest, for provenance in scored events."""
+        return self._version
+
+    @property
+    def threshold(self) -> float:
+        """Score above which an avatar counts as AI-generated (calibrated at 1% FPR)."""
+        return self._threshold
+
+    @property
+    def provider(self) -> str:
+        """The execution provider actually in use."""
+        return str(self._session.get_providers()[0])
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        """Input size and normalisation, as read from the manifest."""
+        return self._spec
+
+    def score_array(self, batch: np.ndarray) -> list[float]:
+        """Score an already preprocessed float32 (N, 3, S, S) batch."""
+        if len(batch) == 0:
+            return []
+        (probs,) = self._session.run(None, {self._input_name: batch})
+        return [float(p) for p in np.asarray(probs).reshape(-1)]
+
+    def score_batch(self, images: Sequence[Image.Image]) -> list[float]:
+        """Probability of AI-generated for each image, in input order (empty in, empty out).
+
+        Images may be any Pillow mode and size; they are centre-cropped to a square and resized
+        exactly as in training. Pass the face crop or the whole avatar.
+        """
+        return self.score_array(preprocess_batch(images, self._spec))

