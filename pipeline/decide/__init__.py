@@ -1,0 +1,1 @@
+"""Decide: fuse the three signals into an enforcement decision and review work."""

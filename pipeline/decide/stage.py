@@ -1,0 +1,173 @@
+"""The decide stage: apply the policy, store the decision, open or refresh review work.
+
+One transaction per micro-batch. The first time an event is decided its decision, account row and
+review item are written together with the ``decide`` idempotency mark; a redelivery reads the
+stored decision back instead, so replays never duplicate effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline import metrics
+from pipeline.decide.policy import Policy, evidence_of, load_policy, signals_of
+from pipeline.settings import Settings
+from pipeline.store.db import claim_once, insert_ignore, upsert
+from pipeline.store.tables import accounts, decisions, events, review_items
+from pipeline.types import Decision, Envelope
+
+
+def decision_id_for(event_id: str) -> str:
+    """Deterministic decision id, so consumers can drop redelivered decisions."""
+    return f"dec:{event_id}"
+
+
+class DecideStage:
+    name = "decide"
+
+    def __init__(self, engine: Engine, settings: Settings, policy: Policy | None = None) -> None:
+        self.engine = engine
+        self.policy = policy or load_policy(settings.decide.policy_path)
+        metrics.POLICY_INFO.info({"version": self.policy.version})
+
+    def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
+        started = time.perf_counter()
+        out: list[Envelope] = []
+        reviews: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            for env in batch:
+                if claim_once(conn, env.event.event_id, self.name):
+                    decision, review = self._decide(conn, env)
+                    if review:
+                        reviews.append(review)
+                    out.append(dataclasses.replace(env, decision=decision, decision_is_new=True))
+                else:
+                    stored, published = self._stored(conn, env.event.event_id)
+                    out.append(dataclasses.replace(env, decision=stored, decision_is_new=not published))
+            for review in sorted(reviews, key=lambda r: r["open_key"]):
+                self._upsert_review(conn, review)
+        now = datetime.now(UTC)
+        for env in out:
+            if env.decision_is_new and env.decision:
+                metrics.DECISIONS.labels(env.decision.action, env.decision.source).inc()
+                metrics.EVENT_TO_DECISION_SECONDS.observe(
+                    max(0.0, (now - env.event.occurred_at).total_seconds()))
+        metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        return out
+
+    def mark_published(self, decision_ids: Sequence[str]) -> None:
+        """Record that these decisions reached the output topic (or file)."""
+        if not decision_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                decisions.update()
+                .where(decisions.c.decision_id.in_(list(decision_ids)))
+                .where(decisions.c.published_at.is_(None))
+                .values(published_at=datetime.now(UTC))
+            )
+
+    def _decide(self, conn: Connection, env: Envelope) -> tuple[Decision, dict[str, Any] | None]:
+        ev = env.event
+        signals = signals_of(env)
+        verdict = self.policy.decide(signals)
+        now = datetime.now(UTC)
+        evidence = evidence_of(env)
+        evidence["signals"] = signals
+        evidence["rules"] = list(verdict.rule_ids)
+        decision = Decision(
+            decision_id=decision_id_for(ev.event_id), event_id=ev.event_id,
+            account_id=ev.account_id, decided_at=now, action=verdict.action, score=verdict.score,
+            priority=verdict.priority, reasons=verdict.reasons,
+            policy_version=self.policy.version, evidence=evidence,
+        )
+        insert_ignore(conn, events, {
+            "event_id": ev.event_id, "account_id": ev.account_id, "event_type": ev.event_type,
+            "occurred_at": ev.occurred_at, "received_at": now, "payload": ev.to_dict(),
+        }, ["event_id"])
+        conn.execute(decisions.insert().values(
+            decision_id=decision.decision_id, event_id=ev.event_id, account_id=ev.account_id,
+            decided_at=now, event_time=ev.occurred_at, action=decision.action, score=decision.score,
+            priority=decision.priority, reasons=list(decision.reasons),
+            policy_version=decision.policy_version, source="pipeline", evidence=evidence,
+        ))
+        self._upsert_account(conn, env, decision, now)
+        review = None
+        if verdict.queue is not None:
+            cluster = env.cluster
+            if cluster and cluster.cluster_id and verdict.queue == "clusters":
+                subject_type, subject_id = "cluster", cluster.cluster_id
+            else:
+                subject_type, subject_id = "account", ev.account_id
+            review = {
+                "queue": verdict.queue, "subject_type": subject_type, "subject_id": subject_id,
+                "open_key": f"{subject_type}:{subject_id}", "priority": verdict.priority,
+                "status": "pending", "evidence": {**evidence, "reasons": list(verdict.reasons),
+                                                  "account_id": ev.account_id,
+                                                  "decision_id": decision.decision_id,
+                                                  "policy_version": self.policy.version},
+                "decision_id": decision.decision_id, "created_at": now, "updated_at": now,
+            }
+        return decision, review
+
+    @staticmethod
+    def _upsert_account(conn: Connection, env: Envelope, decision: Decision, now: datetime) -> None:
+        ev = env.event
+        profile = {k: v for k, v in {
+            "display_name": ev.display_name, "username": ev.username, "country": ev.country,
+            "avatar_url": ev.avatar_url,
+        }.items() if v is not None}
+        avatar = env.avatar
+        if avatar and avatar.status == "scored":
+            profile["avatar_sha256"] = avatar.sha256
+            profile["avatar_score"] = avatar.score
+        if env.cluster and env.cluster.cluster_id:
+            profile["cluster_id"] = env.cluster.cluster_id
+        changes = {**profile, "updated_at": now, "last_action": decision.action,
+                   "last_score": decision.score}
+        row = {"account_id": ev.account_id, **changes}
+        if ev.event_type == "account.created.v1":
+            row["created_at"] = ev.occurred_at
+        upsert(conn, accounts, row, ["account_id"], changes)
+
+    @staticmethod
+    def _upsert_review(conn: Connection, review: dict[str, Any]) -> None:
+        existing = conn.execute(
+            sa.select(review_items.c.id, review_items.c.priority)
+            .where(review_items.c.open_key == review["open_key"])
+            .with_for_update()
+        ).first()
+        if existing is None:
+            if insert_ignore(conn, review_items, review, ["open_key"]):
+                return
+            existing = conn.execute(
+                sa.select(review_items.c.id, review_items.c.priority)
+                .where(review_items.c.open_key == review["open_key"]).with_for_update()
+            ).one()
+        conn.execute(review_items.update().where(review_items.c.id == existing.id).values(
+            priority=max(existing.priority, review["priority"]), evidence=review["evidence"],
+            decision_id=review["decision_id"], updated_at=review["updated_at"],
+        ))
+
+    @staticmethod
+    def _stored(conn: Connection, event_id: str) -> tuple[Decision, bool]:
+        row = conn.execute(
+            sa.select(decisions).where(decisions.c.decision_id == decision_id_for(event_id))
+        ).mappings().one()
+        decided_at = row["decided_at"]
+        if decided_at.tzinfo is None:
+            decided_at = decided_at.replace(tzinfo=UTC)
+        decision = Decision(
+            decision_id=row["decision_id"], event_id=row["event_id"], account_id=row["account_id"],
+            decided_at=decided_at, action=row["action"], score=row["score"],
+            priority=row["priority"], reasons=tuple(row["reasons"]),
+            policy_version=row["policy_version"], source=row["source"], evidence=row["evidence"],
+        )
+        return decision, row["published_at"] is not None

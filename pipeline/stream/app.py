@@ -1,0 +1,182 @@
+"""The Faust app: one short agent per stage, chained through Kafka topics.
+
+accounts.events -> [validate] -> accounts.validated.v1 -> [avatar] -> avatars.scored.v1
+-> [dedupe] -> avatars.matched.v1 -> [signals] -> accounts.signals.v1 -> [decide]
+-> enforcement.decisions (+ PostgreSQL). Refused records go to accounts.dlq.
+
+Delivery is at least once: an agent awaits the broker's acknowledgement of everything it sent
+for a micro-batch before it asks for the next one (which acknowledges the consumed offsets), and
+every stage is idempotent on event_id, so a redelivery has no second effect. Stage calls run in a
+thread (they block on the database or the CPU); while a dependency is down the batch is retried
+with capped exponential back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from pipeline import metrics
+from pipeline.decide.stage import DecideStage
+from pipeline.events import InvalidEvent, parse_event
+from pipeline.settings import Settings
+from pipeline.stages import Stage, StageUnavailable
+from pipeline.stream.dlq import dead_letter, record_dead_letters
+from pipeline.types import Envelope
+
+log = logging.getLogger(__name__)
+TRANSIENT = (StageUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+async def retry_transient(what: str, fn: Callable[[], Any], max_backoff: float) -> Any:
+    """Run blocking ``fn`` in a thread until it succeeds or fails with a non-transient error."""
+    delay = 0.2
+    while True:
+        try:
+            result = await asyncio.to_thread(fn)
+            metrics.DEPENDENCY_UP.labels("database").set(1)
+            return result
+        except TRANSIENT as exc:
+            metrics.DEPENDENCY_UP.labels("database").set(0)
+            metrics.STAGE_RETRIES.labels(what).inc()
+            log.warning("stage %s: dependency unavailable, retrying in %.1fs: %s", what, delay,
+                        str(exc).splitlines()[0][:200])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff)
+
+
+def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> faust.App:
+    """A Faust app whose agents run ``stages`` (avatar, dedupe, signals, decide) in order."""
+    k = settings.kafka
+    app = faust.App(
+        k.consumer_group,
+        broker=f"kafka://{k.bootstrap}",
+        store="memory://",
+        topic_partitions=k.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        broker_commit_every=200,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    max_backoff = settings.database.retry_max_seconds
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    as_json = {"key_type": bytes, "key_serializer": "raw", "value_serializer": "json"}
+    events_topic = app.topic(k.topic_events, **raw)
+    dlq_topic = app.topic(k.topic_dlq, **as_json)
+    chain = [k.topic_validated, k.topic_scored, k.topic_matched, k.topic_signals]
+    topics = [app.topic(name, **as_json) for name in chain]
+    decisions_topic = app.topic(k.topic_decisions, **as_json)
+
+    async def send_all(sends: list[Awaitable[Any]]) -> None:
+        futures = [await s for s in sends]
+        await asyncio.gather(*futures)
+
+    async def dead_letter_all(records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        await retry_transient("dlq", lambda: record_dead_letters(engine, records), max_backoff)
+        await send_all([
+            dlq_topic.send(key=(r["key"] or "").encode(), value=r) for r in records
+        ])
+        metrics.EVENTS_PRODUCED.labels(k.topic_dlq).inc(len(records))
+
+    @app.agent(events_topic, name="validate")
+    async def validate(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(500, within=0.05):
+            good: list[Envelope] = []
+            dead: list[dict[str, Any]] = []
+            for event in events:
+                msg = event.message
+                metrics.EVENTS_CONSUMED.labels(k.topic_events).inc()
+                value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+                try:
+                    good.append(Envelope(event=parse_event(value)))
+                except InvalidEvent as exc:
+                    metrics.EVENTS_FAILED.labels(k.topic_events, exc.code).inc()
+                    dead.append(dead_letter(value, exc, msg.topic, msg.partition, msg.offset,
+                                            event.key if isinstance(event.key, bytes) else None))
+            await dead_letter_all(dead)
+            await send_all([
+                topics[0].send(key=e.event.account_id.encode(), value=e.to_dict()) for e in good
+            ])
+            metrics.EVENTS_PRODUCED.labels(chain[0]).inc(len(good))
+
+    def stage_agent(stage: Stage, source: faust.TopicT, sink: faust.TopicT | None) -> None:
+        batch_size = settings.avatars.batch_size if stage.name == "avatar" else 200
+
+        async def run_stage(stream: faust.StreamT[Any]) -> None:
+            async for values in stream.take(batch_size, within=0.05):
+                envelopes = []
+                dead: list[dict[str, Any]] = []
+                for value in values:
+                    try:
+                        envelopes.append(Envelope.from_dict(value))
+                    except (KeyError, TypeError, ValueError) as exc:
+                        raw_value = json.dumps(value, default=str).encode()
+                        dead.append(dead_letter(raw_value, InvalidEvent("processing_failed",
+                                    f"bad envelope: {exc}"), source.get_topic_name(), None, None, None))
+                metrics.EVENTS_CONSUMED.labels(source.get_topic_name()).inc(len(values))
+                processed, failed = await run_guarded(stage, envelopes, source.get_topic_name())
+                await dead_letter_all(dead + failed)
+                if sink is not None:
+                    await send_all([
+                        sink.send(key=e.event.account_id.encode(), value=e.to_dict())
+                        for e in processed
+                    ])
+                    metrics.EVENTS_PRODUCED.labels(sink.get_topic_name()).inc(len(processed))
+                else:
+                    await publish_decisions(processed)
+
+        app.agent(source, name=stage.name)(run_stage)
+
+    async def run_guarded(stage: Stage, batch: list[Envelope], topic: str
+                          ) -> tuple[list[Envelope], list[dict[str, Any]]]:
+        """Process a batch; a batch that fails for a non-transient reason is split so that only
+        the envelopes that fail on their own are dead-lettered (processing_failed)."""
+        if not batch:
+            return [], []
+        try:
+            result: list[Envelope] = await retry_transient(
+                stage.name, lambda: stage.process(batch), max_backoff)
+            return result, []
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
+            if len(batch) > 1:
+                done: list[Envelope] = []
+                dead: list[dict[str, Any]] = []
+                for env in batch:
+                    ok, bad = await run_guarded(stage, [env], topic)
+                    done.extend(ok)
+                    dead.extend(bad)
+                return done, dead
+            env = batch[0]
+            log.exception("stage %s failed on event", stage.name,
+                          extra={"event_id": env.event.event_id, "account_id": env.event.account_id})
+            metrics.EVENTS_FAILED.labels(topic, "processing_failed").inc()
+            raw_value = json.dumps(env.to_dict(), default=str).encode()
+            failure = InvalidEvent("processing_failed", f"{stage.name}: {exc!r}", env.event.event_id)
+            return [], [dead_letter(raw_value, failure, topic, None, None,
+                                    env.event.account_id.encode())]
+
+    decide_stage = next(s for s in stages if isinstance(s, DecideStage))
+
+    async def publish_decisions(processed: list[Envelope]) -> None:
+        fresh = [e.decision for e in processed if e.decision is not None and e.decision_is_new]
+        await send_all([
+            decisions_topic.send(key=d.account_id.encode(), value=d.to_dict()) for d in fresh
+        ])
+        metrics.EVENTS_PRODUCED.labels(k.topic_decisions).inc(len(fresh))
+        ids = [d.decision_id for d in fresh]
+        await retry_transient("publish", lambda: decide_stage.mark_published(ids), max_backoff)
+
+    for stage, source, sink in zip(stages, topics, [*topics[1:], None], strict=True):
+        stage_agent(stage, source, sink)
+    return app
