@@ -364,6 +364,26 @@ pg_stop() {
 
 # ---------------------------------------------------------------- commands
 
+# Fails before anything starts when a prerequisite is missing, so start is all or nothing.
+preflight() {
+    command -v java >/dev/null 2>&1 \
+        || die "java not found; run ops/install.sh (installs a JDK) or put a Java 17+ runtime on PATH"
+    if [[ ! -f "$KAFKA_LIB/.complete" ]] && ! command -v mvn >/dev/null 2>&1; then
+        die "mvn (Maven) not found and Kafka jars not fetched yet; run ops/install.sh or install maven"
+    fi
+    pg_bindir >/dev/null \
+        || die "PostgreSQL server binaries (postgres, initdb) not found; run ops/install.sh (installs postgresql) or set UNMASK_PG_BINDIR"
+    [[ -x "$PYTHON" ]] \
+        || die "$PYTHON not found; run ops/install.sh first (topics are created with kafka-python)"
+    if ! kafka_running_pid >/dev/null; then
+        require_free_port "$KAFKA_PORT" "the Kafka broker" UNMASK_KAFKA_PORT
+        require_free_port "$CONTROLLER_PORT" "the Kafka controller" UNMASK_KAFKA_CONTROLLER_PORT
+    fi
+    if ! pg_running "$(pg_bindir)"; then
+        require_free_port "$PG_PORT" "PostgreSQL" UNMASK_PG_PORT
+    fi
+}
+
 cmd_env() {
     local auth="$PG_USER_DB:$PG_PASSWORD@$HOST:$PG_PORT"
     echo "export UNMASK_DATABASE__URL=postgresql+psycopg2://$auth/$PG_USER_DB"
@@ -399,6 +419,7 @@ main() {
     local cmd="${1:-}"
     case "$cmd" in
         start)
+            preflight
             mkdir -p "$STATE"
             pg_start
             kafka_start
