@@ -70,6 +70,12 @@ class AvatarResult:
     model_version: str | None = None
     hashes: dict[str, str] = field(default_factory=dict)
     latency_ms: float | None = None
+    eye_offset: float | None = None
+    """Distance of the eyes from the FFHQ/StyleGAN eye spot, fraction of the side (None: no eyes).
+
+    ``eyes`` are eye centres as fractions of width and height; ``face_box`` is in pixels of
+    the picture as declared by the file (``width`` x ``height``).
+    """
 
     @classmethod
     def absent(cls) -> AvatarResult:

@@ -74,6 +74,9 @@ avatar_results = sa.Table(
     sa.Column("hashes", JSONType),
     sa.Column("latency_ms", sa.Float),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("eye_offset", sa.Float),
 )
 
 decisions = sa.Table(
