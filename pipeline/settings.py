@@ -64,6 +64,8 @@ class AvatarSettings(BaseModel):
     """Redirects followed, each re-checked against the allow-list."""
     batch_size: int = 32
     """Micro-batch size of the ONNX scorer."""
+    fetch_workers: int = 8
+    """Threads fetching and decoding the avatars of one micro-batch concurrently."""
     model_path: Path | None = None
     """ONNX detector; None uses the model shipped in the package."""
 
