@@ -125,11 +125,17 @@ install_python_package() {
         fi
     fi
     say "pip install -e '.$extras' into $VENV"
-    (cd "$REPO" && "$VENV/bin/python" -m pip install -q -e ".$extras")
+    local log="$VENV/pip-install.log"
+    if ! (cd "$REPO" && "$VENV/bin/python" -m pip install -e ".$extras") >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        die "pip install failed; full log: $log"
+    fi
     echo "$want" >"$STAMP"
 }
 
 t0=$SECONDS
+exec 9>"${TMPDIR:-/tmp}/unmask-install-$(echo "$REPO" | cksum | cut -d' ' -f1).lock"
+flock -w 600 9 || die "another ops/install.sh for $REPO is still running"
 install_system_packages
 ensure_venv
 install_python_package

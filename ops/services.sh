@@ -188,7 +188,8 @@ kafka_start() {
     kafka_fetch
     kafka_write_config
     kafka_format
-    local t0=$SECONDS
+    local t0=$SECONDS log_offset=0
+    [[ -f "$KAFKA_LOG" ]] && log_offset="$(stat -c %s "$KAFKA_LOG")"
     : >"$KAFKA_OUT"
     kafka_jvm_opts
     nohup setsid java "${JVM_OPTS[@]}" -cp "$KAFKA_LIB/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
@@ -202,7 +203,7 @@ kafka_start() {
         die "Kafka did not start listening on $HOST:$KAFKA_PORT; logs: $KAFKA_LOG $KAFKA_OUT"
     fi
     local end=$((SECONDS + 60))
-    until grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null; do
+    until kafka_log_since "$log_offset" | grep -q 'Kafka Server started'; do
         ((SECONDS < end)) && kill -0 "$pid" 2>/dev/null \
             || die "Kafka did not report 'Kafka Server started'; logs: $KAFKA_LOG"
         sleep 0.2
@@ -214,6 +215,16 @@ kafka_topics() {
     [[ -x "$PYTHON" ]] || die "$PYTHON not found; run ops/install.sh first (topics are created with kafka-python)"
     "$PYTHON" "$REPO/ops/create_topics.py" --bootstrap "$HOST:$KAFKA_PORT" --file "$REPO/ops/topics.json" \
         | sed 's/^/services: topic /' || die "topic creation failed"
+}
+
+# Server log written after byte offset $1 (the whole file if it rolled over since).
+kafka_log_since() {
+    [[ -f "$KAFKA_LOG" ]] || return 0
+    if (($(stat -c %s "$KAFKA_LOG") >= $1)); then
+        tail -c +"$(($1 + 1))" "$KAFKA_LOG"
+    else
+        cat "$KAFKA_LOG"
+    fi
 }
 
 kafka_stop() {
@@ -415,12 +426,21 @@ cmd_status() {
     return $rc
 }
 
+# Serialises start/stop: several engineers (or test runs) may call start at the same time.
+lock_state() {
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 300 9 || die "another ops/services.sh holds $STATE/.lock for over 300s"
+}
+
 main() {
     local cmd="${1:-}"
     case "$cmd" in
+        start|stop|restart) lock_state ;;
+    esac
+    case "$cmd" in
         start)
             preflight
-            mkdir -p "$STATE"
             pg_start
             kafka_start
             kafka_topics
@@ -430,8 +450,12 @@ main() {
             pg_stop
             ;;
         restart)
-            main stop
-            main start
+            kafka_stop
+            pg_stop
+            preflight
+            pg_start
+            kafka_start
+            kafka_topics
             ;;
         status) cmd_status ;;
         env) cmd_env ;;
