@@ -6,6 +6,7 @@
 #   ops/install.sh          runtime dependencies (enough for `unmask demo`)
 #   ops/install.sh --dev    plus test and lint tools (what ops/test.sh needs)
 #   ops/install.sh --force  reinstall the Python package even if nothing changed
+#   ops/install.sh --check  list missing system packages (exit 1 if any), change nothing
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,12 +29,14 @@ die() { echo "install: error: $*" >&2; exit 1; }
 
 DEV=0
 FORCE=0
+CHECK=0
 for arg in "$@"; do
     case "$arg" in
         --dev) DEV=1 ;;
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (use --dev, --force)" ;;
+        --check) CHECK=1 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        *) die "unknown argument: $arg (use --dev, --force, --check)" ;;
     esac
 done
 
@@ -132,6 +135,13 @@ install_python_package() {
     fi
     echo "$want" >"$STAMP"
 }
+
+if ((CHECK)); then
+    mapfile -t missing < <(missing_packages)
+    ((${#missing[@]} == 0)) && { say "system packages present"; exit 0; }
+    say "missing: ${missing[*]}"
+    exit 1
+fi
 
 t0=$SECONDS
 exec 9>"${TMPDIR:-/tmp}/unmask-install-$(echo "$REPO" | cksum | cut -d' ' -f1).lock"
