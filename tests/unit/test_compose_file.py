@@ -1,0 +1,41 @@
+"""docker-compose.yml cannot run here (no Docker engine); check it parses and is complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_names_every_service_the_worker_needs() -> None:
+    services = load()["services"]
+    assert {"kafka", "postgres", "worker", "migrate", "topics", "prometheus", "grafana",
+            "review"} <= set(services)
+    worker = services["worker"]
+    assert worker["command"] == ["worker"]
+    assert set(worker["depends_on"]) == {"migrate", "topics"}
+    env = worker["environment"]
+    assert env["UNMASK_KAFKA__BOOTSTRAP"] == "kafka:9092"
+    assert env["UNMASK_DATABASE__URL"].startswith("postgresql+psycopg2://")
+    assert "ports" not in worker, "workers must not bind host ports, or --scale fails"
+
+
+def test_kafka_service_is_kraft_single_node_on_the_tested_version() -> None:
+    kafka = load()["services"]["kafka"]
+    assert kafka["image"].endswith(":3.9.1")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
+
+
+def test_files_mounted_by_compose_exist() -> None:
+    for name, service in load()["services"].items():
+        for volume in service.get("volumes", []):
+            host = volume.split(":")[0]
+            if host.startswith("./"):
+                assert (REPO / host).exists(), f"{name} mounts missing {host}"
+    assert (REPO / "Dockerfile").exists()
