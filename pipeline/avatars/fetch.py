@@ -336,10 +336,11 @@ class AvatarFetcher:
             raise AvatarRefused("not_found", raw) from None
         except OSError as error:
             raise AvatarRefused("fetch_failed", f"{raw}: {error.strerror}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise AvatarRefused("not_found", f"{raw} is not a regular file")
         with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise AvatarRefused("not_found", f"{raw} is not a regular file")
             if info.st_size > max_bytes:
                 raise AvatarRefused("too_large", f"{info.st_size} bytes")
             data = handle.read(max_bytes + 1)

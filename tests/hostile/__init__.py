@@ -1,0 +1,1 @@
+"""Hostile inputs for the avatar stage, made by the tests themselves (never downloaded)."""
