@@ -1,0 +1,222 @@
+"""Benchmark of the signals stage on a simulated stream: detection quality, latency, throughput.
+
+Runs ``SignalStage`` over ``pipeline.sim`` events in micro-batches against a fresh database
+(PostgreSQL from ``UNMASK_TEST_DATABASE_URL`` by default, or ``--db sqlite``). The avatar and
+dedupe stages are stood in for from the ground truth: AI faces score >= 0.5 with probability
+0.9, real photos with 0.015; accounts showing a photo already seen on another account get a
+reused-photo match to it. An account counts as flagged at the end of the first batch after
+which its cluster scores >= ``--flag-threshold``; latency is in event time (the simulated
+clock), measured from its creation and from its latest event before the flag.
+
+    .venv/bin/python bench/bench_signals.py --accounts 50000 --days 30 --seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.events import parse_event  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.signals.stage import SignalStage  # noqa: E402
+from pipeline.sim.generate import Simulation, _h  # noqa: E402
+from pipeline.store.db import make_engine  # noqa: E402
+from pipeline.store.migrate import upgrade  # noqa: E402
+from pipeline.store.signal_tables import signal_accounts  # noqa: E402
+from pipeline.types import AvatarResult, Envelope, PhotoMatch  # noqa: E402
+
+
+def fresh_db(kind: str) -> tuple[str, Any]:
+    if kind == "sqlite":
+        path = Path(f"/tmp/bench_signals_{uuid.uuid4().hex[:8]}.db")
+        return f"sqlite:///{path}", lambda: path.unlink(missing_ok=True)
+    server = sa.engine.make_url(os.environ["UNMASK_TEST_DATABASE_URL"])
+    name = f"unmask_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return server.set(database=name).render_as_string(hide_password=False), drop
+
+
+class AvatarStandIn:
+    """Avatar + dedupe outputs derived from the ground truth (see module docstring)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.first_holder: dict[str, str] = {}
+
+    def __call__(self, account_id: str, kind: str, photo_key: str) -> tuple[AvatarResult, tuple]:
+        if kind == "none" or not photo_key:
+            return AvatarResult.absent(), ()
+        rng = random.Random(_h(self.seed, "score", account_id))
+        p_ai = 0.9 if kind == "ai" else 0.015
+        score = rng.uniform(0.5, 1.0) if rng.random() < p_ai else rng.uniform(0.0, 0.5)
+        phash = f"{_h('phash', photo_key) % 16**16:016x}"
+        holder = self.first_holder.setdefault(photo_key, account_id)
+        matches = ()
+        if holder != account_id:
+            matches = (PhotoMatch.from_account(holder, 2, "plain", "phash"),)
+        return AvatarResult(status="scored", score=score, hashes={"phash": phash}), matches
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accounts", type=int, default=50_000)
+    ap.add_argument("--days", type=float, default=30)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--long-window-hours", type=float, default=168.0)
+    ap.add_argument("--flag-threshold", type=float, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = ap.parse_args()
+
+    settings = Settings()
+    settings.signals.windows_hours = [1.0, 24.0, args.long_window_hours]
+    thr = (
+        args.flag_threshold if args.flag_threshold is not None else settings.signals.flag_threshold
+    )
+    sim = Simulation(args.accounts, args.days, args.seed, avatars=False)
+    truth = {r.account_id: r for r in sim.truth()}
+    url, drop = fresh_db(args.db)
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        stage = SignalStage(engine, settings)
+        stand_in = AvatarStandIn(args.seed)
+        created: dict[str, float] = {}
+        last_event: dict[str, float] = {}
+        flagged_at: dict[str, tuple[float, float]] = {}
+        stage_s = 0.0
+        n_events = 0
+        batch: list[Envelope] = []
+        scores_by_cluster: dict[str, float] = {}
+
+        def flush() -> None:
+            nonlocal stage_s, n_events
+            t0 = time.perf_counter()
+            out = stage.process(batch)
+            stage_s += time.perf_counter() - t0
+            n_events += len(batch)
+            now = max(e.event.occurred_at.timestamp() for e in out)
+            hot = {
+                e.cluster.cluster_id
+                for e in out
+                if e.cluster and e.cluster.cluster_id and e.cluster.cluster_score >= thr
+            }
+            for e in out:
+                if e.cluster and e.cluster.cluster_id:
+                    scores_by_cluster[e.cluster.cluster_id] = e.cluster.cluster_score
+            if hot:
+                with engine.connect() as conn:
+                    rows = conn.execute(
+                        sa.select(signal_accounts.c.account_id).where(
+                            signal_accounts.c.cluster_id.in_(sorted(hot))
+                        )
+                    )
+                    for (acc,) in rows:
+                        if acc not in flagged_at:
+                            flagged_at[acc] = (now, last_event.get(acc, now))
+            batch.clear()
+
+        wall0 = time.perf_counter()
+        for raw in sim.events():
+            ev = parse_event(json.dumps(raw).encode())
+            tr = truth[ev.account_id]
+            t = ev.occurred_at.timestamp()
+            created.setdefault(ev.account_id, t)
+            last_event[ev.account_id] = t
+            if ev.event_type == "account.created.v1":
+                avatar, matches = stand_in(ev.account_id, tr.avatar_kind, tr.photo_key)
+            else:
+                avatar, matches = None, ()
+            batch.append(Envelope(event=ev, avatar=avatar, matches=matches))
+            if len(batch) >= args.batch:
+                flush()
+        if batch:
+            flush()
+        wall = time.perf_counter() - wall0
+        engine.dispose()
+    finally:
+        drop()
+
+    campaign = {a for a, r in truth.items() if r.is_campaign}
+    flagged = set(flagged_at)
+    tp = len(flagged & campaign)
+    precision = tp / len(flagged) if flagged else 1.0
+    recall = tp / len(campaign) if campaign else 1.0
+    lat_created = [flagged_at[a][0] - created[a] for a in flagged & campaign]
+    lat_event = [flagged_at[a][0] - flagged_at[a][1] for a in flagged & campaign]
+    within_10 = sum(1 for x in lat_event if x <= 600) / len(campaign) if campaign else 1.0
+    within_10_created = sum(1 for x in lat_created if x <= 600) / len(campaign) if campaign else 1.0
+    per_style: dict[str, dict[str, float]] = {}
+    by_style = defaultdict(set)
+    for a in campaign:
+        by_style[truth[a].style].add(a)
+    for style, accs in sorted(by_style.items()):
+        got = accs & flagged
+        per_style[style] = {
+            "accounts": len(accs),
+            "recall": round(len(got) / len(accs), 4),
+            "within_10min_of_event": round(
+                sum(1 for a in got if flagged_at[a][0] - flagged_at[a][1] <= 600) / len(accs), 4
+            ),
+            "within_10min_of_creation": round(
+                sum(1 for a in got if flagged_at[a][0] - created[a] <= 600) / len(accs), 4
+            ),
+        }
+    fp = flagged - campaign
+    result = {
+        "accounts": args.accounts,
+        "days": args.days,
+        "seed": args.seed,
+        "events": n_events,
+        "batch": args.batch,
+        "db": args.db,
+        "long_window_hours": args.long_window_hours,
+        "flag_threshold": thr,
+        "campaign_accounts": len(campaign),
+        "flagged": len(flagged),
+        "precision": round(precision, 5),
+        "recall": round(recall, 5),
+        "flagged_within_10min_of_event": round(within_10, 4),
+        "flagged_within_10min_of_creation": round(within_10_created, 4),
+        "median_latency_s_from_event": round(statistics.median(lat_event), 1)
+        if lat_event
+        else None,
+        "false_positives": len(fp),
+        "false_positive_styles": dict(Counter(truth[a].avatar_kind for a in fp)),
+        "per_style": per_style,
+        "stage_seconds": round(stage_s, 2),
+        "stage_events_per_s": round(n_events / stage_s, 1),
+        "wall_seconds": round(wall, 1),
+        "finished": datetime.now().isoformat(timespec="seconds"),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Coordinated-cluster signals: features, rolling windows, account links, clusters and scores."""

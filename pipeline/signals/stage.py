@@ -1,0 +1,456 @@
+"""The signals stage: features -> rolling windows -> account links -> clusters -> ClusterSignal.
+
+One database transaction per micro-batch, with a fixed number of round trips (plus a few per
+cluster the batch touches). Lock order, which keeps concurrent workers free of deadlocks:
+counters in key order, then clusters in id order (``SELECT ... FOR UPDATE``), then account rows.
+A concurrent merge seen after locking (a cluster vanished, an account got a cluster meanwhile)
+rolls back to a savepoint and is re-read; a deadlock or serialization failure reported by
+PostgreSQL retries the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from pipeline.metrics import CLUSTER_SCORE
+from pipeline.settings import Settings
+from pipeline.signals import repository as repo
+from pipeline.signals.features import Feature, extract, is_ai_face
+from pipeline.signals.score import (
+    INFRA_KINDS,
+    MIN_LINK_WEIGHT,
+    PHOTO_MATCH_WEIGHT,
+    PROMOTED_KINDS,
+    ClusterStats,
+    rarity_weight,
+    score_parts,
+)
+from pipeline.signals.windows import DAY_SECONDS, epoch, width_for, window_range
+from pipeline.stages import StageUnavailable
+from pipeline.types import ClusterSignal, Envelope
+
+MAX_BINDING = 8
+MAX_EVIDENCE = 10
+_RETRY_PGCODES = frozenset({"40P01", "40001"})
+
+
+class _Retry(Exception):
+    """A concurrent merge changed what was read; redo the merge phase."""
+
+
+@dataclass
+class _Account:
+    account_id: str
+    features: set[Feature]
+    new_features: dict[Feature, int]
+    first_s: int
+    last_s: int
+    created_s: int | None
+    ai_face: bool
+    reused: bool
+    photo_partners: set[str]
+
+
+def _cluster_id(seed: str) -> str:
+    return "cl-" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+class SignalStage:
+    """Coordinated-cluster signals for each event (stage name ``signals``).
+
+    ``process`` is blocking and idempotent on ``event_id``: a redelivered event changes nothing
+    and gets back the ClusterSignal stored the first time. Raises :class:`StageUnavailable`
+    when the database keeps failing; nothing of the batch is committed then.
+    """
+
+    name = "signals"
+
+    def __init__(self, engine: Engine, settings: Settings, max_attempts: int = 5) -> None:
+        self._engine = engine
+        self._cfg = settings.signals
+        self._secret = settings.secret_key.get_secret_value().encode()
+        self._fine_s = int(self._cfg.bucket_minutes * 60)
+        self._long_h = max(self._cfg.windows_hours)
+        self._max_attempts = max_attempts
+
+    def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
+        if not batch:
+            return []
+        for attempt in range(self._max_attempts):
+            try:
+                with self._engine.begin() as conn:
+                    signals = self._process(conn, batch)
+                break
+            except DBAPIError as exc:
+                code = getattr(exc.orig, "pgcode", None)
+                if code in _RETRY_PGCODES and attempt + 1 < self._max_attempts:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                if code in _RETRY_PGCODES:
+                    raise StageUnavailable(
+                        f"signals: gave up after {attempt + 1} attempts"
+                    ) from exc
+                raise
+        for signal in signals.values():
+            CLUSTER_SCORE.observe(signal.cluster_score)
+        return [replace(env, cluster=signals[env.event.event_id]) for env in batch]
+
+    # -- one transaction -----------------------------------------------------------------------
+
+    def _process(self, conn: Connection, batch: Sequence[Envelope]) -> dict[str, ClusterSignal]:
+        claimed = repo.claim_many(conn, [e.event.event_id for e in batch], self.name)
+        fresh: list[Envelope] = []
+        seen: set[str] = set()
+        for env in batch:
+            if env.event.event_id in claimed and env.event.event_id not in seen:
+                seen.add(env.event.event_id)
+                fresh.append(env)
+        out: dict[str, ClusterSignal] = {}
+        old = [e.event.event_id for e in batch if e.event.event_id not in claimed]
+        if old:
+            for event_id, data in repo.load_results(conn, old).items():
+                out[event_id] = ClusterSignal.from_dict(data)
+            for event_id in old:
+                out.setdefault(event_id, ClusterSignal.none())
+        if fresh:
+            out.update(self._process_fresh(conn, fresh))
+        return out
+
+    def _accounts(self, conn: Connection, fresh: list[Envelope]) -> dict[str, _Account]:
+        stored = repo.load_account_features(conn, [e.event.account_id for e in fresh])
+        accounts: dict[str, _Account] = {}
+        for env in fresh:
+            ev = env.event
+            t = epoch(ev.occurred_at)
+            acc = accounts.get(ev.account_id)
+            if acc is None:
+                acc = _Account(
+                    ev.account_id,
+                    set(stored.get(ev.account_id, ())),
+                    {},
+                    t,
+                    t,
+                    None,
+                    False,
+                    False,
+                    set(),
+                )
+                accounts[ev.account_id] = acc
+            acc.first_s, acc.last_s = min(acc.first_s, t), max(acc.last_s, t)
+            if ev.event_type == "account.created.v1":
+                acc.created_s = t if acc.created_s is None else min(acc.created_s, t)
+            for feature in extract(ev, env.avatar, self._secret):
+                if feature not in acc.features:
+                    acc.features.add(feature)
+                    acc.new_features[feature] = t
+            acc.ai_face |= is_ai_face(env.avatar, self._cfg.ai_face_threshold)
+            for match in env.matches or ():
+                acc.reused = True
+                if (
+                    match.source == "account"
+                    and match.account_id
+                    and match.account_id != ev.account_id
+                ):
+                    acc.photo_partners.add(match.account_id)
+        return accounts
+
+    def _process_fresh(self, conn: Connection, fresh: list[Envelope]) -> dict[str, ClusterSignal]:
+        accounts = self._accounts(conn, fresh)
+        t_end = max(a.last_s for a in accounts.values())
+        long_w = width_for(self._long_h, self._fine_s)
+        increments: dict[tuple[str, str, int, int], int] = defaultdict(int)
+        feature_rows = []
+        for acc in accounts.values():
+            for f, t in acc.new_features.items():
+                for width in {self._fine_s, DAY_SECONDS}:
+                    increments[(f.kind, f.value, width, t - t % width)] += 1
+                feature_rows.append(
+                    {
+                        "account_id": acc.account_id,
+                        "kind": f.kind,
+                        "value": f.value,
+                        "label": f.label,
+                        "seen_s": t,
+                    }
+                )
+        repo.add_counts(conn, increments)
+        repo.insert_account_features(conn, feature_rows)
+
+        end_dt = datetime.fromtimestamp(t_end, UTC)
+        first, last = window_range(end_dt, self._long_h, long_w)
+        all_keys = {(f.kind, f.value) for a in accounts.values() for f in a.features}
+        counts = repo.read_counts(conn, all_keys, long_w, first, last)
+        weights = {k: rarity_weight(k[0], counts.get(k, 1)) for k in all_keys}
+        heavy = [
+            k
+            for k, w in weights.items()
+            if w >= MIN_LINK_WEIGHT and 1 < counts.get(k, 1) <= self._cfg.max_partners
+        ]
+        since = t_end - int(self._long_h * 3600)
+        holders: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+        for kind, value, account_id, seen_s in repo.partners(conn, heavy, since):
+            holders[(kind, value)].append((account_id, seen_s))
+
+        evidence: dict[str, dict[str, float]] = {}
+        shared: dict[str, dict[str, list[str]]] = {}
+        for acc in accounts.values():
+            ev: dict[str, float] = defaultdict(float)
+            why: dict[str, list[str]] = defaultdict(list)
+            for f in acc.features:
+                key = (f.kind, f.value)
+                for other, _seen in holders.get(key, ()):
+                    if other != acc.account_id:
+                        ev[other] += weights[key]
+                        why[other].append(f.label)
+            for other in acc.photo_partners:
+                ev[other] += PHOTO_MATCH_WEIGHT
+                why[other].append("reused photo")
+            evidence[acc.account_id] = ev
+            shared[acc.account_id] = why
+
+        links: dict[str, dict[str, float]] = {
+            a: {b: round(x, 3) for b, x in ev.items() if x >= self._cfg.link_threshold}
+            for a, ev in evidence.items()
+        }
+        partner_ids = {b for ls in links.values() for b in ls}
+        known = repo.read_accounts(conn, set(accounts) | partner_ids)
+        burst_s = int(self._cfg.burst_minutes * 60)
+        account_rows = []
+        for acc in accounts.values():
+            links[acc.account_id] = {
+                b: x for b, x in links[acc.account_id].items() if b in known or b in accounts
+            }
+            created = (
+                acc.created_s
+                if acc.created_s is not None
+                else int(known.get(acc.account_id, {}).get("created_s", acc.first_s))
+            )
+            burst = any(
+                abs(self._created(b, known, accounts) - created) <= burst_s
+                for b in links[acc.account_id]
+            )
+            account_rows.append(
+                {
+                    "account_id": acc.account_id,
+                    "created_s": created,
+                    "ai_face": acc.ai_face,
+                    "reused_photo": acc.reused,
+                    "burst": burst,
+                    "cluster_id": None,
+                }
+            )
+
+        touched = self._merge(conn, accounts, links, account_rows)
+        clusters = self._rescore(conn, touched, t_end, weights)
+
+        members = repo.cluster_of(conn, accounts)
+        missing = {c for c in members.values() if c and c not in clusters}
+        clusters.update(repo.read_clusters(conn, missing))
+        out: dict[str, ClusterSignal] = {}
+        result_rows = []
+        for env in fresh:
+            ev = env.event
+            cid = members.get(ev.account_id)
+            evid = tuple(
+                {
+                    "account_id": b,
+                    "evidence": x,
+                    "shared": sorted(set(shared[ev.account_id].get(b, ()))),
+                }
+                for b, x in sorted(links[ev.account_id].items(), key=lambda kv: (-kv[1], kv[0]))[
+                    :MAX_EVIDENCE
+                ]
+            )
+            if cid and cid in clusters:
+                row = clusters[cid]
+                signal = ClusterSignal(
+                    cid, float(row["score"]), int(row["size"]), tuple(row["binding"]), evid
+                )
+            else:
+                signal = ClusterSignal(None, 0.0, 1, (), evid)
+            out[ev.event_id] = signal
+            result_rows.append(
+                {
+                    "event_id": ev.event_id,
+                    "account_id": ev.account_id,
+                    "cluster": signal.to_dict(),
+                    "created_s": epoch(ev.occurred_at),
+                }
+            )
+        repo.save_results(conn, result_rows)
+        return out
+
+    @staticmethod
+    def _created(
+        account_id: str, known: dict[str, dict[str, Any]], accounts: dict[str, _Account]
+    ) -> int:
+        if account_id in known:
+            return int(known[account_id]["created_s"])
+        acc = accounts[account_id]
+        return acc.created_s if acc.created_s is not None else acc.first_s
+
+    # -- merges --------------------------------------------------------------------------------
+
+    def _merge(
+        self,
+        conn: Connection,
+        accounts: dict[str, _Account],
+        links: dict[str, dict[str, float]],
+        account_rows: list[dict[str, Any]],
+    ) -> set[str]:
+        """Union the linked accounts into clusters; returns the ids of clusters that changed."""
+        parent: dict[str, str] = {}
+
+        def find(x: str) -> str:
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, ls in links.items():
+            for b in ls:
+                ra, rb = find(a), find(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+        groups: dict[str, set[str]] = defaultdict(set)
+        for x in list(parent):
+            groups[find(x)].add(x)
+        involved = set(accounts) | set(parent)
+        postgres = conn.dialect.name == "postgresql"
+        for _attempt in range(20):
+            nested = conn.begin_nested() if postgres else None
+            try:
+                touched = self._merge_once(conn, involved, groups, account_rows, accounts)
+            except _Retry:
+                if nested is not None:
+                    nested.rollback()
+                    continue
+                raise
+            if nested is not None:
+                nested.commit()
+            return touched
+        raise StageUnavailable("signals: cluster merge kept changing under concurrent workers")
+
+    def _merge_once(
+        self,
+        conn: Connection,
+        involved: set[str],
+        groups: dict[str, set[str]],
+        account_rows: list[dict[str, Any]],
+        accounts: dict[str, _Account],
+    ) -> set[str]:
+        current = repo.cluster_of(conn, involved)
+        wanted = {c for c in current.values() if c}
+        locked = repo.lock_clusters(conn, wanted)
+        if set(locked) != wanted:
+            raise _Retry()
+        if repo.cluster_of(conn, involved) != current:
+            raise _Retry()
+        repo.upsert_accounts(conn, account_rows)
+        touched = {c for a in accounts if (c := current.get(a))}
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            existing = sorted(
+                {c for m in members if (c := current.get(m))},
+                key=lambda c: (-int(locked[c]["size"]), c),
+            )
+            if existing:
+                survivor = existing[0]
+            else:
+                survivor = _cluster_id(min(members))
+                repo.save_clusters(
+                    conn,
+                    [
+                        {
+                            "cluster_id": survivor,
+                            "size": 0,
+                            "score": 0.0,
+                            "parts": {},
+                            "binding": [],
+                            "created_s": min(
+                                accounts[m].first_s if m in accounts else 0 for m in members
+                            ),
+                            "updated_s": 0,
+                        }
+                    ],
+                )
+            repo.repoint_clusters(conn, survivor, existing[1:])
+            loose = sorted(m for m in members if not current.get(m))
+            if repo.attach_unclustered(conn, survivor, loose) != len(loose):
+                raise _Retry()
+            touched.difference_update(existing[1:])
+            touched.add(survivor)
+        return touched
+
+    # -- scores --------------------------------------------------------------------------------
+
+    def _rescore(
+        self, conn: Connection, touched: set[str], t_end: int, weights: dict[tuple[str, str], float]
+    ) -> dict[str, dict[str, Any]]:
+        if not touched:
+            return {}
+        ids = sorted(touched)
+        stats = repo.cluster_member_stats(conn, ids)
+        shared = repo.cluster_shared_features(conn, ids)
+        unknown = {(k, v) for rows in shared.values() for k, v, _l, _n in rows} - set(weights)
+        if unknown:
+            long_w = width_for(self._long_h, self._fine_s)
+            first, last = window_range(datetime.fromtimestamp(t_end, UTC), self._long_h, long_w)
+            counts = repo.read_counts(conn, unknown, long_w, first, last)
+            weights = dict(weights)
+            weights.update({k: rarity_weight(k[0], counts.get(k, 1)) for k in unknown})
+        rows = []
+        existing = repo.read_clusters(conn, ids)
+        for cid in ids:
+            st = stats.get(cid)
+            if st is None:
+                continue
+            binding = sorted(
+                (
+                    {"kind": k, "label": label, "count": n, "weight": round(weights[(k, v)], 3)}
+                    for k, v, label, n in shared.get(cid, ())
+                ),
+                key=lambda b: (-b["count"] * b["weight"], b["kind"], b["label"]),
+            )
+            strong = [b for b in binding if b["weight"] >= MIN_LINK_WEIGHT]
+            cstats = ClusterStats(
+                size=st["size"],
+                ai_faces=st["ai"],
+                reused_photos=st["reused"],
+                burst_members=st["burst"],
+                promoted_max=max(
+                    (b["count"] for b in strong if b["kind"] in PROMOTED_KINDS), default=0
+                ),
+                infra_max=max((b["count"] for b in strong if b["kind"] in INFRA_KINDS), default=0),
+            )
+            parts = score_parts(cstats)
+            rows.append(
+                {
+                    "cluster_id": cid,
+                    "size": st["size"],
+                    "score": round(parts.score, 4),
+                    "parts": {k: round(v, 4) for k, v in vars(parts).items()},
+                    "binding": binding[:MAX_BINDING],
+                    "created_s": int(existing.get(cid, {}).get("created_s", st["first_s"])),
+                    "updated_s": t_end,
+                }
+            )
+        repo.save_clusters(conn, rows)
+        return {r["cluster_id"]: r for r in rows}
+
+
+def run_retention(engine: Engine, settings: Settings, now_s: int) -> dict[str, int]:
+    """Delete signal rows older than ``settings.signals.retention_days`` before ``now_s``."""
+    cutoff = now_s - int(settings.signals.retention_days * DAY_SECONDS)
+    with engine.begin() as conn:
+        return repo.delete_older_than(conn, cutoff)
