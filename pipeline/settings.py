@@ -86,6 +86,14 @@ class SignalSettings(BaseModel):
     """Buckets and raw events older than this are deleted by the retention job, days."""
     link_threshold: float = 2.0
     """Weighted shared evidence above which two accounts are linked."""
+    flag_threshold: float = 0.5
+    """Cluster score (0..1) at or above which a cluster's accounts count as flagged (calibrated in docs/clusters.md)."""
+    ai_face_threshold: float = 0.5
+    """Avatar score (0..1) at or above which a member counts as an AI face in the cluster score."""
+    burst_minutes: float = 60.0
+    """Two linked accounts whose features appeared within this many minutes are a burst, minutes."""
+    max_partners: int = 5000
+    """Values shown by more accounts than this in the long window are not searched for link partners, accounts."""
 
 
 class DecideSettings(BaseModel):
