@@ -51,17 +51,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
-    from prometheus_client import start_http_server
 
     from pipeline.compose import build_engine, build_stages
+    from pipeline.health import HealthMonitor, HealthServer, database_check
+    from pipeline.metrics import register_review_queue_collector
     from pipeline.stream.app import create_app
+    from pipeline.stream.monitoring import KafkaProbe, LagMonitor, watch_app
 
     engine = build_engine(settings)
     stages = build_stages(settings, engine)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="0.0.0.0")  # noqa: S104
     app = create_app(settings, engine, stages)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    k = settings.kafka
+    probe = KafkaProbe(k.bootstrap)
+    lag = LagMonitor(probe, k.consumer_group, [k.topic_events, k.topic_validated, k.topic_scored,
+                                                k.topic_matched, k.topic_signals])
+    monitor = HealthMonitor({"database": database_check(engine), "kafka": probe.check},
+                            tasks={"consumer_lag": lag.refresh})
+    watch_app(app, monitor, lag)
+    if settings.metrics_port:
+        register_review_queue_collector(engine)
+        HealthServer(monitor, settings.metrics_port).start()
+    monitor.start()
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+                          override_logging=False)
     worker.execute_from_commandline()
     return 0
 
