@@ -20,6 +20,7 @@ APT_PACKAGES=(
     "python3-venv:"
     "openjdk-17-jre-headless:java"
     "maven:mvn"
+    "prometheus:promtool"
 )
 # PostgreSQL server: only when no server binaries exist (see pg_server_present below).
 PG_APT_PACKAGE="postgresql"
