@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 class HostileServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
