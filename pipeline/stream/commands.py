@@ -54,7 +54,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline.compose import build_engine, build_stages
     from pipeline.health import HealthMonitor, HealthServer, database_check
-    from pipeline.metrics import register_review_queue_collector
     from pipeline.stream.app import create_app
     from pipeline.stream.monitoring import KafkaProbe, LagMonitor, watch_app
 
@@ -69,7 +68,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                             tasks={"consumer_lag": lag.refresh})
     watch_app(app, monitor, lag)
     if settings.metrics_port:
-        register_review_queue_collector(engine)
         HealthServer(monitor, settings.metrics_port).start()
     monitor.start()
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
