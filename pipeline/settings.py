@@ -52,6 +52,8 @@ class AvatarSettings(BaseModel):
     """Hosts allowed even though they resolve to loopback/private ranges (tests, on-prem CDNs)."""
     file_root: Path | None = None
     """Directory below which file:// avatar URLs may be read (demo and replays); None refuses file://."""
+    extra_file_roots: list[Path] = Field(default_factory=list)
+    """Further directories allowed for file:// avatars (only when file_root is set)."""
     connect_timeout_s: float = 2.0
     """Connect timeout of an avatar fetch, seconds."""
     read_timeout_s: float = 5.0
@@ -71,8 +73,10 @@ class AvatarSettings(BaseModel):
 
 
 class DedupeSettings(BaseModel):
-    radius: int = 8
-    """Hamming radius (bits) within which two 64-bit pHashes are the same photo."""
+    radius: int = 4
+    """Hamming radius (bits) within which two 64-bit pHashes are the same photo (docs/dedupe.md:
+    4 keeps false matches under 1e-6 of distinct pairs on aligned faces; at most 5 with the
+    3-band index schema before probes grow)."""
     reuse_window_hours: float = 168.0
     """Window in which the same photo on several accounts becomes a cluster signal, hours."""
 
@@ -106,6 +110,16 @@ class ReviewSettings(BaseModel):
     port: int = 8088
     lease_seconds: int = 300
     """How long a claimed review item stays with its reviewer, seconds."""
+    image_dir: Path = REPO_ROOT / "var" / "images"
+    """Content-addressed store of avatar bytes (files named by sha256) that the review page serves."""
+    session_max_age_s: int = 8 * 3600
+    """Lifetime of a reviewer's signed session cookie, seconds."""
+    secure_cookies: bool = False
+    """Send the session cookie only over HTTPS (set true behind TLS)."""
+    publish_interval_s: float = 1.0
+    """Pause between outbox rounds that send unpublished reviewer decisions to Kafka, seconds."""
+    publish_decisions: bool = True
+    """Run the outbox publisher inside ``unmask review`` (false: publish with ``unmask review-publish``)."""
 
 
 class Settings(BaseSettings):

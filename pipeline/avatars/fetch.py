@@ -198,7 +198,8 @@ class AvatarFetcher:
         self._settings = settings
         self._resolver: Resolver = resolver or system_resolver
         self._ssl = ssl.create_default_context(cafile=certifi.where())
-        self._file_root = settings.file_root.resolve() if settings.file_root else None
+        roots = [settings.file_root, *settings.extra_file_roots] if settings.file_root else []
+        self._file_roots = [root.resolve() for root in roots]
 
     def fetch(self, url: str) -> Fetched:
         s = self._settings
@@ -318,7 +319,7 @@ class AvatarFetcher:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise AvatarRefused("file_outside_root", f"remote file host {parts.netloc!r}")
-        if self._file_root is None:
+        if not self._file_roots:
             raise AvatarRefused("scheme_not_allowed", "file:// is disabled (no file_root)")
         raw = unquote(parts.path)
         if "\x00" in raw:
@@ -327,7 +328,7 @@ class AvatarFetcher:
         if not path.is_absolute() or ".." in path.parts:
             raise AvatarRefused("file_outside_root", raw)
         resolved = path.resolve()
-        if not resolved.is_relative_to(self._file_root):
+        if not any(resolved.is_relative_to(root) for root in self._file_roots):
             raise AvatarRefused("file_outside_root", raw)
         max_bytes = self._settings.max_bytes
         try:
