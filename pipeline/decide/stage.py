@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline import metrics
 from pipeline.decide.policy import Policy, evidence_of, load_policy, signals_of
+from pipeline.privacy import redact_event
 from pipeline.settings import Settings
 from pipeline.store.db import claim_once, insert_ignore, upsert
 from pipeline.store.tables import accounts, decisions, events, review_items
@@ -35,6 +36,7 @@ class DecideStage:
     def __init__(self, engine: Engine, settings: Settings, policy: Policy | None = None) -> None:
         self.engine = engine
         self.policy = policy or load_policy(settings.decide.policy_path)
+        self.secret = settings.secret_key.get_secret_value().encode()
         metrics.POLICY_INFO.info({"version": self.policy.version})
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
@@ -90,7 +92,8 @@ class DecideStage:
         )
         insert_ignore(conn, events, {
             "event_id": ev.event_id, "account_id": ev.account_id, "event_type": ev.event_type,
-            "occurred_at": ev.occurred_at, "received_at": now, "payload": ev.to_dict(),
+            "occurred_at": ev.occurred_at, "received_at": now,
+            "payload": redact_event(ev.to_dict(), self.secret),
         }, ["event_id"])
         conn.execute(decisions.insert().values(
             decision_id=decision.decision_id, event_id=ev.event_id, account_id=ev.account_id,

@@ -62,6 +62,12 @@ def run_twice(url: str) -> None:
         published = conn.execute(sa.select(sa.func.count()).select_from(decisions)
                                  .where(decisions.c.published_at.is_not(None))).scalar_one()
     assert reasons == {"bad_json", "unknown_event_type", "schema_violation"}
+    with engine.connect() as conn:
+        payloads = list(conn.execute(sa.select(events.c.payload)).scalars())
+    assert all(p["signup_ip"].startswith("hmac:") for p in payloads)
+    assert all(p["device_id"].startswith("hmac:") and p["email_domain"].startswith("hmac:")
+               for p in payloads)
+    assert EXAMPLE["signup_ip"] not in json.dumps(payloads)
     assert raw == b"not json"
     assert published == 20
 
