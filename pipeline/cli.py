@@ -16,6 +16,7 @@ from pipeline.settings import Settings
 
 COMMAND_MODULES = (
     "pipeline.stream.commands",
+    "pipeline.avatars.commands",
 )
 
 
