@@ -74,7 +74,7 @@ def eye_offset(eyes: Sequence[tuple[float, float]]) -> float | None:
 
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
-    path = Path(cv2.data.haarcascades) / name
+    path = Path(cv2.data.haarcascades) / name  # type: ignore[attr-defined]
     classifier = cv2.CascadeClassifier(str(path))
     if classifier.empty():
         raise FileNotFoundError(f"Haar cascade {path} missing (opencv-python-headless<5 ships it)")

@@ -53,6 +53,15 @@ class Detector(Protocol):
     def score_batch(self, images: Sequence[Image.Image]) -> list[float]: ...
 
 
+class ImageSink(Protocol):
+    """Where scored avatars' bytes are kept for reviewers (``pipeline.store.images.ImageStore``).
+
+    ``put`` stores the bytes idempotently (blocking) and returns their sha256.
+    """
+
+    def put(self, data: bytes) -> str: ...
+
+
 def load_detector(model_path: Path | None) -> Detector:
     """The ONNX detector at ``model_path`` (its folder or its ``.onnx`` file), else the shipped one.
 
@@ -113,8 +122,8 @@ def _result_from_row(row: Any) -> AvatarResult:
         sha256=m["sha256"],
         score=m["score"],
         face_found=m["face_found"],
-        face_box=tuple(m["face_box"]) if m["face_box"] is not None else None,  # type: ignore[arg-type]
-        eyes=tuple(tuple(e) for e in eyes) if eyes is not None else None,  # type: ignore[misc]
+        face_box=tuple(m["face_box"]) if m["face_box"] is not None else None,
+        eyes=tuple(tuple(e) for e in eyes) if eyes is not None else None,
         width=m["width"],
         height=m["height"],
         model_version=m["model_version"],
@@ -156,7 +165,8 @@ class AvatarStage:
 
     ``detector`` defaults to the ONNX model of ``settings.avatars.model_path``; ``hasher`` to
     ``pipeline.dedupe.hashes.compute_hashes``; ``fetcher`` to an :class:`AvatarFetcher` over
-    ``settings.avatars``.
+    ``settings.avatars``. With ``images``, the bytes of every scored avatar are stored there
+    (before its row, so a stored result never points at missing bytes).
     """
 
     name = "avatar"
@@ -170,6 +180,7 @@ class AvatarStage:
         hasher: Hasher | None = None,
         fetcher: AvatarFetcher | None = None,
         locator: HaarFaceLocator | None = None,
+        images: ImageSink | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings.avatars
@@ -183,6 +194,7 @@ class AvatarStage:
         self._hasher = hasher
         self._fetcher = fetcher or AvatarFetcher(self._settings)
         self._locator = locator or HaarFaceLocator()
+        self._images = images
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, self._settings.fetch_workers), thread_name_prefix="avatar-fetch"
         )
@@ -252,6 +264,8 @@ class AvatarStage:
         share = score_s / len(prepared) if prepared else 0.0
         for (event_id, item), score in zip(prepared.items(), scores, strict=True):
             out[event_id] = self._scored(item, score, share)
+            if self._images is not None:
+                self._images.put(item.fetched.data)
         return out
 
     def _score(self, images: list[Image.Image]) -> tuple[list[float], float]:

@@ -251,3 +251,32 @@ def test_detector_loaded_from_settings_and_failures_store_nothing(
         assert conn.execute(sa.select(sa.func.count()).select_from(avatar_results)).scalar() == 0
     assert AvatarResult.from_dict(AvatarResult.refused("timeout").to_dict()).error_code == "timeout"
     engine.dispose()
+
+
+def test_scored_bytes_go_to_the_image_sink(
+    tmp_path: Path, shared_dir: Path, model_dir: Path
+) -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.stored: dict[str, bytes] = {}
+
+        def put(self, data: bytes) -> str:
+            sha = hashlib.sha256(data).hexdigest()
+            self.stored[sha] = data
+            return sha
+
+    url = f"sqlite:///{tmp_path / 'sink.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sink = Sink()
+    stage = AvatarStage(engine, make_settings(shared_dir, model_dir), images=sink)
+    photo = shared_dir / "data" / "faces" / PHOTO
+    try:
+        out = stage.process(
+            [event(1, photo.as_uri()), event(2, None), event(3, "file:///etc/passwd")]
+        )
+    finally:
+        stage.close()
+    assert [e.avatar.status for e in out if e.avatar] == ["scored", "absent", "refused"]
+    assert sink.stored == {hashlib.sha256(photo.read_bytes()).hexdigest(): photo.read_bytes()}
+    engine.dispose()
