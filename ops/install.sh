@@ -20,6 +20,8 @@ APT_PACKAGES=(
     "python3-venv:"
     "openjdk-17-jre-headless:java"
     "maven:mvn"
+    "chromium:chromium"
+    "chromium-driver:chromedriver"
     "prometheus:promtool"
 )
 # PostgreSQL server: only when no server binaries exist (see pg_server_present below).

@@ -17,6 +17,7 @@ from pipeline.settings import Settings
 COMMAND_MODULES = (
     "pipeline.stream.commands",
     "pipeline.avatars.commands",
+    "pipeline.review.commands",
 )
 
 

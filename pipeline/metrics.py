@@ -73,6 +73,33 @@ CLUSTER_SCORE = Histogram(
     "unmask_cluster_score_ratio", "Score of the cluster an account joined.", buckets=SCORE_BUCKETS
 )
 
+# Review -------------------------------------------------------------------------------------
+REVIEW_QUEUE_DEPTH = Gauge(
+    "unmask_review_queue_depth_items", "Claimable review items per queue (refreshed on scrape).",
+    ["queue"],
+)
+REVIEW_OLDEST_AGE = Gauge(
+    "unmask_review_oldest_age_seconds", "Age of the oldest claimable item per queue.", ["queue"]
+)
+REVIEW_TIME_TO_DECISION = Histogram(
+    "unmask_review_time_to_decision_seconds", "From a review item's creation to its decision.",
+    ["queue"], buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800),
+)
+REVIEW_DECISIONS = Counter(
+    "unmask_review_decisions_made_total", "Reviewer outcomes (disable, clear, escalate) by role.",
+    ["outcome", "role"],
+)
+REVIEW_CLAIM_SECONDS = Histogram(
+    "unmask_review_claim_duration_seconds", "Time to claim the next review item.",
+    buckets=LATENCY_BUCKETS,
+)
+REVIEW_DECISIONS_PUBLISHED = Counter(
+    "unmask_review_decisions_published_total", "Reviewer decisions sent from the outbox to Kafka."
+)
+REVIEW_OUTBOX_FAILURES = Counter(
+    "unmask_review_outbox_failures_total", "Outbox rounds that failed (Kafka or database down)."
+)
+
 # Health -------------------------------------------------------------------------------------
 DEPENDENCY_UP = Gauge(
     "unmask_dependency_up", "1 when the dependency answered its last check, else 0.", ["dependency"]

@@ -129,5 +129,17 @@ review_items = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("lease_owner", sa.String(128)),
     sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("claimed_at", UTCDateTime),
+    sa.Column("decided_at", UTCDateTime),
+    sa.Column("decided_by", sa.String(128)),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_review_items_claim", "queue", "status", "priority", "created_at"),
+)
+sa.Index(
+    "ix_review_items_open_order",
+    review_items.c.queue, review_items.c.escalation_level, review_items.c.priority.desc(),
+    review_items.c.created_at,
+    postgresql_where=review_items.c.open_key.isnot(None),
+    sqlite_where=review_items.c.open_key.isnot(None),
 )
