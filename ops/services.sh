@@ -193,7 +193,7 @@ kafka_start() {
     : >"$KAFKA_OUT"
     kafka_jvm_opts
     nohup setsid java "${JVM_OPTS[@]}" -cp "$KAFKA_LIB/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
-        >>"$KAFKA_OUT" 2>&1 </dev/null &
+        >>"$KAFKA_OUT" 2>&1 </dev/null 9>&- &
     pid=$!
     echo "$pid" >"$KAFKA_PID"
     if ! wait_port "$KAFKA_PORT" 90 "$pid"; then
@@ -345,7 +345,7 @@ log_min_duration_statement = -1
 timezone = 'UTC'
 EOF
     local t0=$SECONDS
-    as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOGFILE" -w -t 60 -o "-p $PG_PORT" start >/dev/null \
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOGFILE" -w -t 60 -o "-p $PG_PORT" start >/dev/null 9>&- \
         || { tail -n 20 "$PG_LOGFILE" >&2; die "PostgreSQL did not start; log: $PG_LOGFILE"; }
     say "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') started on $HOST:$PG_PORT in $((SECONDS - t0))s"
     pg_bootstrap "$bin"
@@ -427,6 +427,7 @@ cmd_status() {
 }
 
 # Serialises start/stop: several engineers (or test runs) may call start at the same time.
+# The servers are started with fd 9 closed, or they would hold the lock for their lifetime.
 lock_state() {
     mkdir -p "$STATE"
     exec 9>"$STATE/.lock"
