@@ -36,6 +36,11 @@ data's StyleGAN fakes measure close to this (see docs/benchmarks.md, avatar sect
 
 DETECT_SIDE = 512
 """Pictures are shrunk to this side (pixels) before the cascades run."""
+MIN_FACE_FRACTION = 0.25
+"""Smallest face searched, as a fraction of the picture's shorter side (an avatar's subject is
+large; searching smaller faces doubles the time and finds bystanders)."""
+SCALE_FACTOR = 1.1
+"""Step between the cascade's detection scales (smaller finds more, slower)."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,9 @@ class HaarFaceLocator:
     from several threads (each thread gets its own classifiers).
     """
 
-    def __init__(self, detect_side: int = DETECT_SIDE) -> None:
+    def __init__(self, detect_side: int = DETECT_SIDE, scale_factor: float = SCALE_FACTOR) -> None:
         self._detect_side = detect_side
+        self._scale_factor = scale_factor
         self._local = threading.local()
         self._classifiers()
 
@@ -122,12 +128,13 @@ class HaarFaceLocator:
         faces_cascade, eyes_cascade = self._classifiers()
         side = min(gray.shape[:2])
         faces = faces_cascade.detectMultiScale(
-            gray, scaleFactor=1.1, minNeighbors=5, minSize=(max(20, side // 8),) * 2
+            gray, scaleFactor=self._scale_factor, minNeighbors=5,
+            minSize=(max(20, round(side * MIN_FACE_FRACTION)),) * 2,
         )
         if len(faces) == 0:
             return FaceFinding.none()
         fx, fy, fw, fh = (int(v) for v in max(faces, key=lambda f: int(f[2]) * int(f[3])))
-        eyes_small = self._eyes(gray, eyes_cascade, fx, fy, fw, fh)
+        eyes_small = self._eyes(gray, eyes_cascade, fx, fy, fw, fh, self._scale_factor)
         inv = 1.0 / factor
         box = (
             round(fx * inv), round(fy * inv),
@@ -139,7 +146,8 @@ class HaarFaceLocator:
 
     @staticmethod
     def _eyes(
-        gray: np.ndarray, cascade: cv2.CascadeClassifier, fx: int, fy: int, fw: int, fh: int
+        gray: np.ndarray, cascade: cv2.CascadeClassifier, fx: int, fy: int, fw: int, fh: int,
+        scale_factor: float,
     ) -> list[tuple[float, float]]:
         """Up to two eye centres in the upper part of the face box, one per half, left first."""
         top = fy + fh // 8
@@ -147,7 +155,7 @@ class HaarFaceLocator:
         if roi.size == 0:
             return []
         found = cascade.detectMultiScale(
-            roi, scaleFactor=1.1, minNeighbors=4,
+            roi, scaleFactor=scale_factor, minNeighbors=4,
             minSize=(max(8, fw // 10),) * 2, maxSize=(max(9, fw // 2),) * 2,
         )
         best: dict[int, tuple[int, float, float]] = {}

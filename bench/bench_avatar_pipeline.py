@@ -1,0 +1,247 @@
+"""Throughput, latency and memory of the avatar stage's CPU work: decode + face + score + hash.
+
+Reads real avatars from ``shared/data/faces`` (bytes held in memory, so neither disk nor network
+is measured) and times, on one core (onnxruntime CPU provider, one intra-op thread):
+
+  * baseline: plain Pillow ``open().convert("RGB")``, measured in the same run;
+  * each step alone: the safe decoder, the Haar face/eye locator, the perceptual hashes, the
+    detector at batch 32;
+  * the whole per-avatar pipeline at batch 32 (images per second per core);
+  * single-image latency p50/p99 of the whole pipeline (batch 1);
+  * face-step quality on the sample: faces found, two eyes found, median eye offset per class;
+  * the process's peak RSS.
+
+The detector is the committed model (``pipeline/avatars/model``) when it exists, else a tiny
+ONNX model built here (then the score column measures onnxruntime overhead, not the real
+network); the output says which. ``--write`` replaces this script's section of
+``docs/benchmarks.md``.
+
+    .venv/bin/python bench/bench_avatar_pipeline.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.avatars.decode import decode_image  # noqa: E402
+from pipeline.avatars.detector import DEFAULT_MODEL_DIR, OnnxDetector  # noqa: E402
+from pipeline.avatars.face import HaarFaceLocator, eye_offset  # noqa: E402
+from pipeline.dedupe.hashes import compute_hashes  # noqa: E402
+
+START = "<!-- bench_avatar_pipeline:start -->"
+END = "<!-- bench_avatar_pipeline:end -->"
+MAX_PIXELS = 40_000_000
+
+
+def shared_faces() -> Path:
+    root = Path(os.environ.get("UNMASK_SHARED_DIR") or REPO.parent / "shared")
+    return root / "data" / "faces"
+
+
+def load_sample(n: int, seed: int) -> list[tuple[str, str, bytes]]:
+    """``n`` avatars (label, name, bytes) drawn evenly from every source prefix of both classes."""
+    faces = shared_faces()
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for label in ("real", "fake"):
+        for path in sorted((faces / label).iterdir()):
+            groups.setdefault((label, path.name.split("_", 1)[0]), []).append(path)
+    rng = random.Random(seed)
+    for paths in groups.values():
+        rng.shuffle(paths)
+    picked: list[Path] = []
+    while len(picked) < n and any(groups.values()):
+        for key in sorted(groups):
+            if groups[key] and len(picked) < n:
+                picked.append(groups[key].pop())
+    return [(p.parent.name, p.name, p.read_bytes()) for p in picked]
+
+
+def tiny_detector(folder: Path) -> Path:
+    sys.path.insert(0, str(REPO / "tests"))
+    from hostile.tiny_model import write_tiny_detector
+
+    return write_tiny_detector(folder, size=128)
+
+
+def per_second(run: Callable[[], int], min_seconds: float) -> float:
+    """Items per second of ``run`` (returns items done), repeated for at least ``min_seconds``."""
+    done, t0 = 0, time.perf_counter()
+    while True:
+        done += run()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement")
+    parser.add_argument("--model", type=Path, default=None, help="detector folder")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    sample = load_sample(args.images, args.seed)
+    blobs = [b for _, _, b in sample]
+    tmp = tempfile.TemporaryDirectory()
+    model_dir = args.model
+    if model_dir is None:
+        model_dir = DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "detector.onnx").exists() else None
+    if model_dir is None:
+        model_dir = tiny_detector(Path(tmp.name))
+        which = "tiny stand-in ONNX model (committed detector not present at run time)"
+    else:
+        shown = model_dir.relative_to(REPO) if model_dir.is_relative_to(REPO) else model_dir
+        which = f"committed detector `{shown}` (version {{version}})"
+    detector = OnnxDetector(model_dir, prefer_gpu=False, intra_op_threads=1)
+    which = which.replace("{version}", detector.model_version)
+    locator = HaarFaceLocator()
+    decoded = [decode_image(b, MAX_PIXELS) for b in blobs]
+    images = [d.image for d in decoded]
+    findings = [locator.locate(im) for im in images]
+    s = args.seconds
+
+    def baseline() -> int:
+        for blob in blobs:
+            with Image.open(io.BytesIO(blob)) as im:
+                im.convert("RGB")
+        return len(blobs)
+
+    def safe_decode() -> int:
+        for blob in blobs:
+            decode_image(blob, MAX_PIXELS)
+        return len(blobs)
+
+    def face() -> int:
+        for im in images:
+            locator.locate(im)
+        return len(images)
+
+    def hashes() -> int:
+        for im, f in zip(images, findings, strict=True):
+            compute_hashes(im, f.face_box, list(f.eyes_px) or None)
+        return len(images)
+
+    def score32() -> int:
+        for start in range(0, len(images), 32):
+            detector.score_batch(images[start: start + 32])
+        return len(images)
+
+    def pipeline_batch32() -> int:
+        for start in range(0, len(blobs), 32):
+            chunk = [decode_image(b, MAX_PIXELS).image for b in blobs[start: start + 32]]
+            found = [locator.locate(im) for im in chunk]
+            detector.score_batch(chunk)
+            for im, f in zip(chunk, found, strict=True):
+                compute_hashes(im, f.face_box, list(f.eyes_px) or None)
+        return len(blobs)
+
+    rates = {
+        "baseline: Pillow open+convert": per_second(baseline, s),
+        "safe decode": per_second(safe_decode, s),
+        "face + eyes (Haar)": per_second(face, s),
+        "hashes": per_second(hashes, s),
+        "score, batch 32": per_second(score32, s),
+        "whole pipeline, batch 32": per_second(pipeline_batch32, s),
+    }
+    latencies: list[float] = []
+    for blob in blobs[: min(len(blobs), 96)]:
+        t0 = time.perf_counter()
+        im = decode_image(blob, MAX_PIXELS).image
+        f = locator.locate(im)
+        detector.score_batch([im])
+        compute_hashes(im, f.face_box, list(f.eyes_px) or None)
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    quality: dict[str, list[int]] = {}
+    offsets: dict[str, list[float]] = {}
+    for (label, _, _), f in zip(sample, findings, strict=True):
+        counts = quality.setdefault(label, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += int(f.face_found)
+        counts[2] += int(len(f.eyes) == 2)
+        value = eye_offset(f.eyes) if len(f.eyes) == 2 else None
+        if value is not None:
+            offsets.setdefault(label, []).append(value)
+
+    base = rates["baseline: Pillow open+convert"]
+    sizes = sorted({d.image.size for d in decoded}, key=lambda wh: wh[0] * wh[1])
+    lines = [
+        START,
+        "## Avatar pipeline (decode + face + score + hash), one core",
+        "",
+        "Command: `.venv/bin/python bench/bench_avatar_pipeline.py --write` "
+        f"({len(blobs)} avatars from shared/data/faces, every source, bytes in memory; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared; "
+        "onnxruntime CPU provider, 1 intra-op thread).",
+        f"Detector: {which}.",
+        f"Working picture sizes: {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]} "
+        "(JPEGs over 1024 px are shrunk while decoding).",
+        "",
+        "| step | avatars/s per core | ratio to baseline |",
+        "|---|---:|---:|",
+    ]
+    for name, value in rates.items():
+        lines.append(f"| {name} | {value:,.1f} | {value / base:.3f} |")
+    lines += [
+        "",
+        f"Single avatar, whole pipeline (batch 1): p50 {percentile(latencies, 0.5):.1f} ms, "
+        f"p99 {percentile(latencies, 0.99):.1f} ms. Peak RSS {rss_mib:.0f} MiB.",
+        "",
+        "Face step on the sample (Haar cascades from opencv-python-headless):",
+        "",
+        "| class | avatars | face found | two eyes | median eye offset |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label in sorted(quality):
+        n, found, two = quality[label]
+        med = f"{statistics.median(offsets[label]):.3f}" if offsets.get(label) else "-"
+        lines.append(f"| {label} | {n} | {found / n:.0%} | {two / n:.0%} | {med} |")
+    lines += [
+        "",
+        "Eye offset is the distance of the eye centres from the FFHQ/StyleGAN spot "
+        "((0.375, 0.475), (0.625, 0.475)) as a fraction of the side. The real class includes "
+        "FFHQ photos, which share the StyleGAN alignment, so the offset separates generated "
+        "faces from unaligned photos, not from FFHQ itself.",
+        END,
+    ]
+    section = "\n".join(lines) + "\n"
+    print(section)
+    if args.write:
+        path = REPO / "docs" / "benchmarks.md"
+        text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        path.write_text(text)
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
