@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 import pipeline.metrics  # noqa: F401 - registers every metric of unmask
-from prometheus_client import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 PROM = REPO / "ops" / "prometheus"
