@@ -94,3 +94,10 @@ def test_the_convention_checks_catch_violations(tmp_path: Path) -> None:
     assert declarations(bad) == [("Counter", "requests", 2)]
     assert UNBOUNDED_LABELS.search("account_id") and UNBOUNDED_LABELS.search("event_id")
     assert not UNBOUNDED_LABELS.search("topic") and not UNBOUNDED_LABELS.search("code")
+
+
+def test_every_metric_is_documented_in_operations_md() -> None:
+    docs = (REPO / "docs" / "operations.md").read_text()
+    for kind, name, _line in declarations(REPO / "pipeline" / "metrics.py"):
+        shown = f"{name}_info" if kind == "Info" else name
+        assert f"| `{shown}` |" in docs, f"{shown} is missing from the table in docs/operations.md"
