@@ -26,6 +26,8 @@ from pipeline.store.tables import review_items
 
 ri = review_items
 OPEN_STATUSES = ("pending", "claimed", "escalated")
+KNOWN_QUEUES = ("clusters", "stolen-photos", "ai-avatars", "accounts")
+"""The queues pipeline/decide/policy.yaml routes to; listed on the page even when empty."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,10 @@ def open_items_for_accounts(conn: Connection, account_ids: Sequence[str]) -> lis
 
 
 def queue_stats(conn: Connection, now: datetime | None = None,
-                include_escalated: bool = True) -> list[QueueStats]:
-    """Depth, live leases and oldest claimable item per queue (plus the escalation queue)."""
+                include_escalated: bool = True, known: Sequence[str] = KNOWN_QUEUES
+                ) -> list[QueueStats]:
+    """Depth, live leases and oldest claimable item per queue (plus the escalation queue);
+    ``known`` queues are listed even when empty."""
     now = now or datetime.now(UTC)
     live = sa.and_(ri.c.status == "claimed", ri.c.lease_expires_at >= now)
     waiting = sa.not_(live)
@@ -166,8 +170,8 @@ def queue_stats(conn: Connection, now: datetime | None = None,
     ).all()
     stats = {r.name: QueueStats(r.name, int(r.depth or 0), int(r.in_review or 0),
                                 aware(r.oldest) if r.oldest is not None else None) for r in rows}
-    if include_escalated and ESCALATED_QUEUE not in stats:
-        stats[ESCALATED_QUEUE] = QueueStats(ESCALATED_QUEUE, 0, 0, None)
+    for name in (*known, *((ESCALATED_QUEUE,) if include_escalated else ())):
+        stats.setdefault(name, QueueStats(name, 0, 0, None))
     return sorted(stats.values(), key=lambda s: (s.queue == ESCALATED_QUEUE, s.queue))
 
 
