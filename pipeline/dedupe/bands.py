@@ -99,12 +99,12 @@ class BandPlan:
         return tuple(out)
 
     def split_array(self, values: np.ndarray) -> np.ndarray:
-        """Band values of many uint64 hashes at once, shape (n, bands) int64 (64-bit plans)."""
+        """Band values of many uint64 hashes at once, shape (n, bands) uint64 (64-bit plans)."""
         if self.bits != 64:
             raise ValueError("split_array supports 64-bit plans")
         v = values.astype(np.uint64, copy=False)
         cols = [
-            ((v >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+            (v >> np.uint64(shift)) & np.uint64((1 << width) - 1)
             for shift, width in zip(self.shifts, self.widths, strict=True)
         ]
         return np.stack(cols, axis=1)
