@@ -18,7 +18,6 @@ COMMAND_MODULES = (
     "pipeline.stream.commands",
     "pipeline.avatars.commands",
     "pipeline.review.commands",
-    "pipeline.sim.commands",
     "pipeline.dedupe.commands",
 )
 
