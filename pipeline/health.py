@@ -188,7 +188,8 @@ def health_wsgi_app(monitor: HealthMonitor,
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":
-            return exposition(environ, start_response)
+            exposed: Iterable[bytes] = exposition(environ, start_response)
+            return exposed
         if path in ("/healthz", "/readyz"):
             ok, body = monitor.liveness() if path == "/healthz" else monitor.readiness()
             payload = json.dumps(body).encode()

@@ -138,8 +138,9 @@ def watch_app(app: faust.App, monitor: HealthMonitor, lag: LagMonitor | None,
     """Add a timer to ``app`` that beats ``monitor``'s liveness and hands the consumer's current
     assignment to ``lag``. Call before the worker starts."""
 
-    @app.timer(interval=interval_s, name="unmask.monitoring")
     async def observe() -> None:
         monitor.beat()
         if lag is not None:
             lag.set_assignment((tp.topic, tp.partition) for tp in app.consumer.assignment())
+
+    app.timer(interval=interval_s, name="unmask.monitoring")(observe)
