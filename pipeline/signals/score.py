@@ -36,7 +36,7 @@ PRIORS: Mapping[str, KindPrior] = {
     "name_tpl": KindPrior(0.5, 5),
     "user_tpl": KindPrior(0.75, 10),
     "user_shape": KindPrior(0.25, 20),
-    "link_domain": KindPrior(1.5, 1000),
+    "link_domain": KindPrior(2.0, 1000),
     "phash": KindPrior(2.0, 50),
 }
 PHOTO_MATCH_WEIGHT = 2.0
@@ -86,7 +86,7 @@ class ScoreParts:
 
 
 SIZE_SCALE = 6.0
-SHARE_WEIGHTS = {"ai": 0.9, "reused": 0.85, "promoted": 0.45, "burst": 0.35, "infra": 0.25}
+SHARE_WEIGHTS = {"ai": 0.9, "reused": 0.85, "promoted": 0.25, "burst": 0.2, "infra": 0.3}
 
 
 def score_parts(stats: ClusterStats) -> ScoreParts:

@@ -1,0 +1,175 @@
+"""The signals stage on real PostgreSQL (and SQLite): idempotency, merges, concurrency, retention."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipeline.settings import Settings
+from pipeline.signals.stage import SignalStage, run_retention
+from pipeline.store.db import make_engine
+from pipeline.store.migrate import upgrade
+from pipeline.store.signal_tables import signal_accounts, signal_clusters, signal_counts
+from pipeline.types import AccountEvent, AvatarResult, Envelope
+
+T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+
+
+def _env(account: str, minutes: float = 0, *, device: str | None = None, ip: str = "198.51.100.9",
+         links: tuple[str, ...] = (), ai: float | None = None, event_type: str = "account.created.v1",
+         suffix: str = "c") -> Envelope:
+    created = event_type == "account.created.v1"
+    event = AccountEvent(
+        event_type=event_type, event_id=f"evt-{account}-{suffix}",
+        occurred_at=T0 + timedelta(minutes=minutes), account_id=account,
+        display_name=f"Person {account}" if created else None,
+        username=f"user_{account}" if created else None,
+        email_domain=f"{account}-mail.example.org" if created else None, signup_ip=ip if created else None,
+        device_id=(device or f"dev-{account}") if created else None,
+        country="US" if created else None, bio="" if created else None, links=links,
+    )
+    avatar = AvatarResult(status="scored", score=ai) if ai is not None else None
+    return Envelope(event=event, avatar=avatar, matches=())
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("fresh_database_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'signals.db'}"
+    upgrade(url)
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
+
+
+def _stage(engine: Engine) -> SignalStage:
+    return SignalStage(engine, Settings())
+
+
+def test_shared_device_and_range_link_accounts(engine: Engine) -> None:
+    stage = _stage(engine)
+    out = stage.process([_env("a1", 0, device="emu-1", ip="203.0.113.5", ai=0.9),
+                         _env("a2", 1, device="emu-1", ip="203.0.113.6", ai=0.9)])
+    assert out[0].cluster is not None and out[1].cluster is not None
+    assert out[1].cluster.cluster_id is not None
+    assert out[0].cluster.cluster_id == out[1].cluster.cluster_id
+    assert out[1].cluster.size == 2
+    kinds = {b["kind"] for b in out[1].cluster.binding_features}
+    assert {"device", "ip24"} <= kinds
+    labels = " ".join(b["label"] for b in out[1].cluster.binding_features)
+    assert "emu-1" not in labels and "203.0.113" not in labels
+    assert out[1].cluster.account_evidence[0]["account_id"] == "a1"
+
+
+def test_redelivery_has_one_effect_and_same_signal(engine: Engine) -> None:
+    stage = _stage(engine)
+    batch = [_env("b1", 0, device="emu-2", ip="203.0.113.5"),
+             _env("b2", 1, device="emu-2", ip="203.0.113.7")]
+    first = stage.process(batch)
+    with engine.connect() as conn:
+        counts_before = conn.execute(sa.select(sa.func.sum(signal_counts.c.count))).scalar()
+    again = stage.process(batch + [batch[0]])
+    assert [e.cluster for e in again[:2]] == [e.cluster for e in first]
+    assert again[2].cluster == first[0].cluster
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.sum(signal_counts.c.count))).scalar() == counts_before
+
+
+def test_new_account_joins_two_clusters(engine: Engine) -> None:
+    stage = _stage(engine)
+    left = stage.process([_env("l1", 0, device="dev-L", ip="192.0.2.1"),
+                          _env("l2", 1, device="dev-L", ip="192.0.2.2")])
+    right = stage.process([_env("r1", 2, device="dev-R", ip="198.18.0.1"),
+                           _env("r2", 3, device="dev-R", ip="198.18.0.2")])
+    assert left[1].cluster.cluster_id != right[1].cluster.cluster_id  # type: ignore[union-attr]
+    bridge = stage.process([_env("x", 4, device="dev-L", ip="192.0.2.9",
+                                 links=("https://fresh-outlet.com/a",))])
+    assert bridge[0].cluster is not None and bridge[0].cluster.size == 3
+    bridge2 = stage.process([_env("y", 5, device="dev-R", ip="198.18.0.9",
+                                  links=("https://fresh-outlet.com/b",))])
+    assert bridge2[0].cluster is not None
+    assert bridge2[0].cluster.size == 6
+    with engine.connect() as conn:
+        ids = conn.execute(sa.select(signal_accounts.c.cluster_id).distinct()
+                           .where(signal_accounts.c.cluster_id.is_not(None))).scalars().all()
+        assert len(ids) == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(signal_clusters)).scalar() == 1
+
+
+def test_update_adding_a_link_joins_existing_infrastructure(engine: Engine) -> None:
+    stage = _stage(engine)
+    stage.process([_env("u1", 0, device="dev-1", ip="192.0.2.1", links=("https://outlet-z.com/",)),
+                   _env("u2", 1, device="dev-2", ip="192.0.2.2")])
+    alone = stage.process([_env("u3", 2, device="dev-3", ip="198.18.7.3")])
+    assert alone[0].cluster.cluster_id is None  # type: ignore[union-attr]
+    update = _env("u2", 30, links=("https://www.outlet-z.com/x",),
+                  event_type="profile.updated.v1", suffix="u")
+    out = stage.process([update])
+    assert out[0].cluster is not None and out[0].cluster.cluster_id is not None
+    assert out[0].cluster.size == 2
+
+
+def test_nat_address_alone_does_not_link(engine: Engine) -> None:
+    stage = _stage(engine)
+    crowd = [_env(f"n{i}", i * 0.01, ip=f"172.56.0.{i % 250 + 1}") for i in range(300)]
+    out = stage.process(crowd)
+    assert all(e.cluster is not None and e.cluster.cluster_id is None for e in out[-50:])
+
+
+def test_retention_deletes_old_buckets(engine: Engine) -> None:
+    stage = _stage(engine)
+    stage.process([_env("o1", 0), _env("o2", 60 * 24 * 40)])
+    now_s = int((T0 + timedelta(days=40)).timestamp())
+    deleted = run_retention(engine, Settings(), now_s)
+    assert deleted["counts"] > 0 and deleted["features"] > 0
+    with engine.connect() as conn:
+        oldest = conn.execute(sa.select(sa.func.min(signal_counts.c.bucket_s))).scalar()
+    assert oldest >= now_s - 30 * 86400
+
+
+def test_concurrent_merges_give_one_cluster(fresh_database_url: str) -> None:
+    upgrade(fresh_database_url)
+    engine = make_engine(fresh_database_url, pool_size=4)
+    stage = _stage(engine)
+    p_site, q_site = "https://p-outlet.com/", "https://q-outlet.com/"
+    stage.process([_env("p1", 0, device="dev-P", links=(p_site,)),
+                   _env("p2", 1, device="dev-P", links=(p_site,)),
+                   _env("q1", 2, device="dev-Q", links=(q_site,)),
+                   _env("q2", 3, device="dev-Q", links=(q_site,))])
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def work(batch: list[Envelope]) -> None:
+        try:
+            barrier.wait(timeout=10)
+            SignalStage(engine, Settings()).process(batch)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    waves = []
+    for i in range(6):
+        a = [_env(f"s{i}", 10 + i, links=(p_site, q_site))]
+        b = [_env(f"t{i}", 10 + i, links=(q_site, p_site))]
+        threads = [threading.Thread(target=work, args=(x,)) for x in (a, b)]
+        for t in threads:
+            t.start()
+        waves.append(threads)
+        for t in threads:
+            t.join(timeout=60)
+            assert not t.is_alive(), "worker hung (deadlock?)"
+    assert not errors, errors
+    with engine.connect() as conn:
+        ids = conn.execute(sa.select(signal_accounts.c.cluster_id).distinct()
+                           .where(signal_accounts.c.cluster_id.is_not(None))).scalars().all()
+        clusters = conn.execute(sa.select(signal_clusters.c.size)).scalars().all()
+    assert len(ids) == 1
+    assert clusters == [16]
+    engine.dispose()
