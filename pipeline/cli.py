@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "pipeline.stream.commands",
     "pipeline.avatars.commands",
     "pipeline.review.commands",
+    "pipeline.sim.commands",
     "pipeline.dedupe.commands",
 )
 
