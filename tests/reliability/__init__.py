@@ -1,0 +1,1 @@
+"""Reliability suite: faults and hostile input against the real broker and database."""
