@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+_HANDLER_NAME = "unmask-json"
 ERROR_FIELDS = ("event_id", "account_id")
 """Fields present on every record at ERROR or above (``null`` when unknown)."""
 
@@ -41,7 +42,8 @@ class UnmaskJsonFormatter(JsonFormatter):
 def configure_logging(level: str | int, stream: TextIO | None = None) -> logging.Handler:
     """Send every log record of the process to ``stream`` (stderr) as JSON lines at ``level``.
 
-    Replaces handlers already on the root logger (idempotent); returns the installed handler.
+    Replaces the handler of an earlier call (idempotent) and leaves other handlers alone (a
+    test runner's capture); returns the installed handler.
     Raises ``ValueError`` for an unknown level name.
     """
     resolved = logging.getLevelName(level.upper()) if isinstance(level, str) else level
@@ -49,9 +51,11 @@ def configure_logging(level: str | int, stream: TextIO | None = None) -> logging
         raise ValueError(f"unknown log level {level!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(UnmaskJsonFormatter())
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(resolved)
     return handler

@@ -15,15 +15,14 @@ from pipeline.logging import configure_logging
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
+    level = root.level
     stream = io.StringIO()
     configure_logging("info", stream)
     yield stream
     for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
+        if handler.get_name() == "unmask-json":
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -58,7 +57,7 @@ def test_level_from_settings_filters_lower_levels(captured: io.StringIO) -> None
     log.info("hidden")
     log.warning("shown")
     assert [line["message"] for line in lines(captured)] == ["shown"]
-    assert len(logging.getLogger().handlers) == 1
+    assert sum(h.get_name() == "unmask-json" for h in logging.getLogger().handlers) == 1
 
 
 def test_unknown_level_is_refused() -> None:
