@@ -55,20 +55,10 @@ def shared_faces() -> Path:
 
 
 def load_sample(n: int, seed: int) -> list[tuple[str, str, bytes]]:
-    """``n`` avatars (label, name, bytes) drawn evenly from every source prefix of both classes."""
+    """``n`` avatars (label, name, bytes) drawn uniformly at random from both classes."""
     faces = shared_faces()
-    groups: dict[tuple[str, str], list[Path]] = {}
-    for label in ("real", "fake"):
-        for path in sorted((faces / label).iterdir()):
-            groups.setdefault((label, path.name.split("_", 1)[0]), []).append(path)
-    rng = random.Random(seed)
-    for paths in groups.values():
-        rng.shuffle(paths)
-    picked: list[Path] = []
-    while len(picked) < n and any(groups.values()):
-        for key in sorted(groups):
-            if groups[key] and len(picked) < n:
-                picked.append(groups[key].pop())
+    paths = sorted(p for label in ("real", "fake") for p in (faces / label).iterdir())
+    picked = random.Random(seed).sample(paths, min(n, len(paths)))
     return [(p.parent.name, p.name, p.read_bytes()) for p in picked]
 
 
@@ -194,9 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## Avatar pipeline (decode + face + score + hash), one core",
         "",
         "Command: `.venv/bin/python bench/bench_avatar_pipeline.py --write` "
-        f"({len(blobs)} avatars from shared/data/faces, every source, bytes in memory; "
+        f"({len(blobs)} avatars drawn at random from shared/data/faces, bytes in memory; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared; "
-        "onnxruntime CPU provider, 1 intra-op thread).",
+        "onnxruntime CPU provider, 1 intra-op thread; load average during the run "
+        f"{os.getloadavg()[0]:.1f}).",
         f"Detector: {which}.",
         f"Working picture sizes: {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]} "
         "(JPEGs over 1024 px are shrunk while decoding).",
