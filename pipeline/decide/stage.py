@@ -8,7 +8,6 @@ stored decision back instead, so replays never duplicate effects.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +39,6 @@ class DecideStage:
         metrics.POLICY_INFO.info({"version": self.policy.version})
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
-        started = time.perf_counter()
         out: list[Envelope] = []
         reviews: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
@@ -61,7 +59,6 @@ class DecideStage:
                 metrics.DECISIONS.labels(env.decision.action, env.decision.source).inc()
                 metrics.EVENT_TO_DECISION_SECONDS.observe(
                     max(0.0, (now - env.event.occurred_at).total_seconds()))
-        metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         return out
 
     def mark_published(self, decision_ids: Sequence[str]) -> None:

@@ -11,13 +11,12 @@ event writes nothing and reads again.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
 from pipeline.dedupe.store import find_matches, store_account_photo
-from pipeline.metrics import PHOTO_MATCHES, STAGE_SECONDS
+from pipeline.metrics import PHOTO_MATCHES
 from pipeline.settings import Settings
 from pipeline.types import Envelope
 
@@ -36,7 +35,6 @@ class DedupeStage:
         self.radius = settings.dedupe.radius
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
-        started = time.perf_counter()
         todo = [
             i for i, env in enumerate(batch)
             if env.avatar is not None and env.avatar.status == "scored" and env.avatar.hashes
@@ -59,5 +57,4 @@ class DedupeStage:
                 for m in matches if i in new else ():
                     PHOTO_MATCHES.labels(source=m.source).inc()
                 out[i] = dataclasses.replace(env, matches=matches)
-        STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         return out

@@ -27,7 +27,7 @@ from pipeline import metrics
 from pipeline.decide.stage import DecideStage
 from pipeline.events import InvalidEvent, parse_event
 from pipeline.settings import Settings
-from pipeline.stages import Stage, StageUnavailable
+from pipeline.stages import Stage, StageUnavailable, run_stage
 from pipeline.stream.dlq import dead_letter, record_dead_letters
 from pipeline.types import Envelope
 
@@ -113,7 +113,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
     def stage_agent(stage: Stage, source: faust.TopicT, sink: faust.TopicT | None) -> None:
         batch_size = settings.avatars.batch_size if stage.name == "avatar" else 200
 
-        async def run_stage(stream: faust.StreamT[Any]) -> None:
+        async def consume_stage(stream: faust.StreamT[Any]) -> None:
             async for values in stream.take(batch_size, within=0.05):
                 envelopes = []
                 dead: list[dict[str, Any]] = []
@@ -136,7 +136,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                 else:
                     await publish_decisions(processed)
 
-        app.agent(source, name=stage.name)(run_stage)
+        app.agent(source, name=stage.name)(consume_stage)
 
     async def run_guarded(stage: Stage, batch: list[Envelope], topic: str
                           ) -> tuple[list[Envelope], list[dict[str, Any]]]:
@@ -146,7 +146,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
             return [], []
         try:
             result: list[Envelope] = await retry_transient(
-                stage.name, lambda: stage.process(batch), max_backoff)
+                stage.name, lambda: run_stage(stage, batch), max_backoff)
             return result, []
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
             if len(batch) > 1:

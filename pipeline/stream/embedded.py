@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from pipeline import metrics
 from pipeline.decide.stage import DecideStage
 from pipeline.events import InvalidEvent, parse_event
-from pipeline.stages import Stage
+from pipeline.stages import Stage, run_stage
 from pipeline.stream.dlq import dead_letter, record_dead_letters
 from pipeline.types import Decision, Envelope
 
@@ -84,7 +84,7 @@ class EmbeddedRunner:
         report.valid += len(batch)
         for stage in self.stages:
             if batch:
-                batch = stage.process(batch)
+                batch = run_stage(stage, batch)
         published = []
         for env in batch:
             if env.decision is None:

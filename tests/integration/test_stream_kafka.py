@@ -20,7 +20,7 @@ from pipeline.events import validate
 from pipeline.store.db import make_engine
 from pipeline.store.tables import avatar_results, decisions, dlq_records
 
-from .conftest import REPO_ROOT, consume
+from tests.integration.conftest import REPO_ROOT, consume
 
 EXAMPLE = json.loads((REPO_ROOT / "schemas/examples/account.created.v1.json").read_text())
 
