@@ -43,17 +43,20 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(
+        load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def validate(name: str, document: Any) -> None:
-    """Raise :class:`InvalidEvent` (schema_violation) unless ``document`` matches schema ``name``."""
+    """Raise :class:`InvalidEvent` (schema_violation) unless ``document`` matches ``name``."""
     error = jsonschema.exceptions.best_match(_validator(name).iter_errors(document))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         event_id = document.get("event_id") if isinstance(document, dict) else None
         raise InvalidEvent(
-            "schema_violation", f"{where}: {error.message}",
+            "schema_violation",
+            f"{where}: {error.message}",
             event_id if isinstance(event_id, str) else None,
         )
 
@@ -90,7 +93,8 @@ def parse_event(raw: bytes) -> AccountEvent:
     if event_type not in EVENT_TYPES:
         event_id = document.get("event_id")
         raise InvalidEvent(
-            "unknown_event_type", f"event_type={str(event_type)[:100]!r}",
+            "unknown_event_type",
+            f"event_type={str(event_type)[:100]!r}",
             event_id if isinstance(event_id, str) else None,
         )
     validate(event_type, document)
@@ -109,5 +113,7 @@ def parse_event(raw: bytes) -> AccountEvent:
         country=document.get("country"),
         avatar_url=document.get("avatar_url"),
         bio=document.get("bio", "" if event_type == "account.created.v1" else None),
-        links=tuple(links) if links is not None else (() if event_type == "account.created.v1" else None),
+        links=tuple(links)
+        if links is not None
+        else (() if event_type == "account.created.v1" else None),
     )

@@ -121,7 +121,11 @@ class PhotoMatch:
         cls, account_id: str, distance: int, transform: str, hash_kind: str
     ) -> PhotoMatch:
         return cls(
-            "account", f"account:{account_id}", distance, transform, hash_kind,  # type: ignore[arg-type]
+            "account",
+            f"account:{account_id}",
+            distance,
+            transform,
+            hash_kind,  # type: ignore[arg-type]
             account_id=account_id,
         )
 

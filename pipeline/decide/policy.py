@@ -19,12 +19,23 @@ from pipeline.types import Action, Envelope
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 SEVERITY: dict[str, int] = {"allow": 0, "review": 1, "challenge": 2, "disable": 3}
 OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
-    "==": operator.eq, "!=": operator.ne,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 SIGNALS = (
-    "avatar_score", "avatar_refused", "face_found", "bank_matches", "account_matches",
-    "best_match_distance", "cluster_score", "cluster_size", "stolen_photo",
+    "avatar_score",
+    "avatar_refused",
+    "face_found",
+    "bank_matches",
+    "account_matches",
+    "best_match_distance",
+    "cluster_score",
+    "cluster_size",
+    "stolen_photo",
 )
 
 
@@ -93,8 +104,14 @@ class Policy:
                 (q for conds, q in self.review_queues if all(c.holds(signals) for c in conds)),
                 "accounts",
             )
-        return Verdict(action, priority, min(1.0, round(score, 4)), reasons,
-                       tuple(r.id for r in matched), queue)
+        return Verdict(
+            action,
+            priority,
+            min(1.0, round(score, 4)),
+            reasons,
+            tuple(r.id for r in matched),
+            queue,
+        )
 
 
 class _Defaulting(dict[str, Any]):
@@ -134,8 +151,15 @@ def parse_policy(text: str) -> Policy:
         seen.add(rid)
         if raw.get("action") not in SEVERITY:
             raise PolicyError(f"rule {rid}: unknown action {raw.get('action')!r}")
-        rules.append(Rule(rid, _conditions(raw.get("when", []), rid), raw["action"],
-                          int(raw.get("priority", 0)), str(raw.get("reason", rid))))
+        rules.append(
+            Rule(
+                rid,
+                _conditions(raw.get("when", []), rid),
+                raw["action"],
+                int(raw.get("priority", 0)),
+                str(raw.get("reason", rid)),
+            )
+        )
     queues = tuple(
         (_conditions(q.get("when", []), f"queue {q.get('queue')}"), str(q["queue"]))
         for q in doc.get("review_queues", [])

@@ -50,7 +50,9 @@ class DecideStage:
                     out.append(dataclasses.replace(env, decision=decision, decision_is_new=True))
                 else:
                     stored, published = self._stored(conn, env.event.event_id)
-                    out.append(dataclasses.replace(env, decision=stored, decision_is_new=not published))
+                    out.append(
+                        dataclasses.replace(env, decision=stored, decision_is_new=not published)
+                    )
             for review in sorted(reviews, key=lambda r: r["open_key"]):
                 self._upsert_review(conn, review)
         now = datetime.now(UTC)
@@ -58,7 +60,8 @@ class DecideStage:
             if env.decision_is_new and env.decision:
                 metrics.DECISIONS.labels(env.decision.action, env.decision.source).inc()
                 metrics.EVENT_TO_DECISION_SECONDS.observe(
-                    max(0.0, (now - env.event.occurred_at).total_seconds()))
+                    max(0.0, (now - env.event.occurred_at).total_seconds())
+                )
         return out
 
     def mark_published(self, decision_ids: Sequence[str]) -> None:
@@ -82,22 +85,46 @@ class DecideStage:
         evidence["signals"] = signals
         evidence["rules"] = list(verdict.rule_ids)
         decision = Decision(
-            decision_id=decision_id_for(ev.event_id), event_id=ev.event_id,
-            account_id=ev.account_id, decided_at=now, action=verdict.action, score=verdict.score,
-            priority=verdict.priority, reasons=verdict.reasons,
-            policy_version=self.policy.version, evidence=evidence,
+            decision_id=decision_id_for(ev.event_id),
+            event_id=ev.event_id,
+            account_id=ev.account_id,
+            decided_at=now,
+            action=verdict.action,
+            score=verdict.score,
+            priority=verdict.priority,
+            reasons=verdict.reasons,
+            policy_version=self.policy.version,
+            evidence=evidence,
         )
-        insert_ignore(conn, events, {
-            "event_id": ev.event_id, "account_id": ev.account_id, "event_type": ev.event_type,
-            "occurred_at": ev.occurred_at, "received_at": now,
-            "payload": redact_event(ev.to_dict(), self.secret),
-        }, ["event_id"])
-        conn.execute(decisions.insert().values(
-            decision_id=decision.decision_id, event_id=ev.event_id, account_id=ev.account_id,
-            decided_at=now, event_time=ev.occurred_at, action=decision.action, score=decision.score,
-            priority=decision.priority, reasons=list(decision.reasons),
-            policy_version=decision.policy_version, source="pipeline", evidence=evidence,
-        ))
+        insert_ignore(
+            conn,
+            events,
+            {
+                "event_id": ev.event_id,
+                "account_id": ev.account_id,
+                "event_type": ev.event_type,
+                "occurred_at": ev.occurred_at,
+                "received_at": now,
+                "payload": redact_event(ev.to_dict(), self.secret),
+            },
+            ["event_id"],
+        )
+        conn.execute(
+            decisions.insert().values(
+                decision_id=decision.decision_id,
+                event_id=ev.event_id,
+                account_id=ev.account_id,
+                decided_at=now,
+                event_time=ev.occurred_at,
+                action=decision.action,
+                score=decision.score,
+                priority=decision.priority,
+                reasons=list(decision.reasons),
+                policy_version=decision.policy_version,
+                source="pipeline",
+                evidence=evidence,
+            )
+        )
         self._upsert_account(conn, env, decision, now)
         review = None
         if verdict.queue is not None:
@@ -107,31 +134,50 @@ class DecideStage:
             else:
                 subject_type, subject_id = "account", ev.account_id
             review = {
-                "queue": verdict.queue, "subject_type": subject_type, "subject_id": subject_id,
-                "open_key": f"{subject_type}:{subject_id}", "priority": verdict.priority,
-                "status": "pending", "evidence": {**evidence, "reasons": list(verdict.reasons),
-                                                  "account_id": ev.account_id,
-                                                  "decision_id": decision.decision_id,
-                                                  "policy_version": self.policy.version},
-                "decision_id": decision.decision_id, "created_at": now, "updated_at": now,
+                "queue": verdict.queue,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "open_key": f"{subject_type}:{subject_id}",
+                "priority": verdict.priority,
+                "status": "pending",
+                "evidence": {
+                    **evidence,
+                    "reasons": list(verdict.reasons),
+                    "account_id": ev.account_id,
+                    "decision_id": decision.decision_id,
+                    "policy_version": self.policy.version,
+                },
+                "decision_id": decision.decision_id,
+                "created_at": now,
+                "updated_at": now,
             }
         return decision, review
 
     @staticmethod
     def _upsert_account(conn: Connection, env: Envelope, decision: Decision, now: datetime) -> None:
         ev = env.event
-        profile = {k: v for k, v in {
-            "display_name": ev.display_name, "username": ev.username, "country": ev.country,
-            "avatar_url": ev.avatar_url,
-        }.items() if v is not None}
+        profile = {
+            k: v
+            for k, v in {
+                "display_name": ev.display_name,
+                "username": ev.username,
+                "country": ev.country,
+                "avatar_url": ev.avatar_url,
+            }.items()
+            if v is not None
+        }
         avatar = env.avatar
         if avatar and avatar.status == "scored":
             profile["avatar_sha256"] = avatar.sha256
             profile["avatar_score"] = avatar.score
         if env.cluster and env.cluster.cluster_id:
             profile["cluster_id"] = env.cluster.cluster_id
-        changes = {**profile, "updated_at": now, "last_action": decision.action,
-                   "last_score": decision.score}
+        changes = {
+            **profile,
+            "updated_at": now,
+            "last_action": decision.action,
+            "last_score": decision.score,
+        }
         row = {"account_id": ev.account_id, **changes}
         if ev.event_type == "account.created.v1":
             row["created_at"] = ev.occurred_at
@@ -149,25 +195,43 @@ class DecideStage:
                 return
             existing = conn.execute(
                 sa.select(review_items.c.id, review_items.c.priority)
-                .where(review_items.c.open_key == review["open_key"]).with_for_update()
+                .where(review_items.c.open_key == review["open_key"])
+                .with_for_update()
             ).one()
-        conn.execute(review_items.update().where(review_items.c.id == existing.id).values(
-            priority=max(existing.priority, review["priority"]), evidence=review["evidence"],
-            decision_id=review["decision_id"], updated_at=review["updated_at"],
-        ))
+        conn.execute(
+            review_items.update()
+            .where(review_items.c.id == existing.id)
+            .values(
+                priority=max(existing.priority, review["priority"]),
+                evidence=review["evidence"],
+                decision_id=review["decision_id"],
+                updated_at=review["updated_at"],
+            )
+        )
 
     @staticmethod
     def _stored(conn: Connection, event_id: str) -> tuple[Decision, bool]:
-        row = conn.execute(
-            sa.select(decisions).where(decisions.c.decision_id == decision_id_for(event_id))
-        ).mappings().one()
+        row = (
+            conn.execute(
+                sa.select(decisions).where(decisions.c.decision_id == decision_id_for(event_id))
+            )
+            .mappings()
+            .one()
+        )
         decided_at = row["decided_at"]
         if decided_at.tzinfo is None:
             decided_at = decided_at.replace(tzinfo=UTC)
         decision = Decision(
-            decision_id=row["decision_id"], event_id=row["event_id"], account_id=row["account_id"],
-            decided_at=decided_at, action=row["action"], score=row["score"],
-            priority=row["priority"], reasons=tuple(row["reasons"]),
-            policy_version=row["policy_version"], source=row["source"], evidence=row["evidence"],
+            decision_id=row["decision_id"],
+            event_id=row["event_id"],
+            account_id=row["account_id"],
+            decided_at=decided_at,
+            action=row["action"],
+            score=row["score"],
+            priority=row["priority"],
+            reasons=tuple(row["reasons"]),
+            policy_version=row["policy_version"],
+            source=row["source"],
+            evidence=row["evidence"],
         )
         return decision, row["published_at"] is not None

@@ -31,8 +31,12 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]] | dict[str, Any],
-                  index_elements: list[str] | None = None) -> int:
+def insert_ignore(
+    conn: Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]] | dict[str, Any],
+    index_elements: list[str] | None = None,
+) -> int:
     """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite; returns rows inserted."""
     if not rows:
         return 0
@@ -45,8 +49,13 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]] 
     return int(result.rowcount or 0)
 
 
-def upsert(conn: Connection, table: sa.Table, row: dict[str, Any], index_elements: list[str],
-           update: dict[str, Any]) -> None:
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    row: dict[str, Any],
+    index_elements: list[str],
+    update: dict[str, Any],
+) -> None:
     """INSERT ... ON CONFLICT (index_elements) DO UPDATE SET update, on PostgreSQL and SQLite."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert

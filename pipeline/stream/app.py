@@ -46,8 +46,12 @@ async def retry_transient(what: str, fn: Callable[[], Any], max_backoff: float) 
         except TRANSIENT as exc:
             metrics.DEPENDENCY_UP.labels("database").set(0)
             metrics.STAGE_RETRIES.labels(what).inc()
-            log.warning("stage %s: dependency unavailable, retrying in %.1fs: %s", what, delay,
-                        str(exc).splitlines()[0][:200])
+            log.warning(
+                "stage %s: dependency unavailable, retrying in %.1fs: %s",
+                what,
+                delay,
+                str(exc).splitlines()[0][:200],
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_backoff)
 
@@ -68,7 +72,12 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         stream_wait_empty=False,
     )
     max_backoff = settings.database.retry_max_seconds
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     as_json = {"key_type": bytes, "key_serializer": "raw", "value_serializer": "json"}
     events_topic = app.topic(k.topic_events, **raw)
     dlq_topic = app.topic(k.topic_dlq, **as_json)
@@ -84,9 +93,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         if not records:
             return
         await retry_transient("dlq", lambda: record_dead_letters(engine, records), max_backoff)
-        await send_all([
-            dlq_topic.send(key=(r["key"] or "").encode(), value=r) for r in records
-        ])
+        await send_all([dlq_topic.send(key=(r["key"] or "").encode(), value=r) for r in records])
         metrics.EVENTS_PRODUCED.labels(k.topic_dlq).inc(len(records))
 
     @app.agent(events_topic, name="validate")
@@ -102,12 +109,20 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                     good.append(Envelope(event=parse_event(value)))
                 except InvalidEvent as exc:
                     metrics.EVENTS_FAILED.labels(k.topic_events, exc.code).inc()
-                    dead.append(dead_letter(value, exc, msg.topic, msg.partition, msg.offset,
-                                            event.key if isinstance(event.key, bytes) else None))
+                    dead.append(
+                        dead_letter(
+                            value,
+                            exc,
+                            msg.topic,
+                            msg.partition,
+                            msg.offset,
+                            event.key if isinstance(event.key, bytes) else None,
+                        )
+                    )
             await dead_letter_all(dead)
-            await send_all([
-                topics[0].send(key=e.event.account_id.encode(), value=e.to_dict()) for e in good
-            ])
+            await send_all(
+                [topics[0].send(key=e.event.account_id.encode(), value=e.to_dict()) for e in good]
+            )
             metrics.EVENTS_PRODUCED.labels(chain[0]).inc(len(good))
 
     def stage_agent(stage: Stage, source: faust.TopicT, sink: faust.TopicT | None) -> None:
@@ -122,31 +137,43 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                         envelopes.append(Envelope.from_dict(value))
                     except (KeyError, TypeError, ValueError) as exc:
                         raw_value = json.dumps(value, default=str).encode()
-                        dead.append(dead_letter(raw_value, InvalidEvent("processing_failed",
-                                    f"bad envelope: {exc}"), source.get_topic_name(), None, None, None))
+                        dead.append(
+                            dead_letter(
+                                raw_value,
+                                InvalidEvent("processing_failed", f"bad envelope: {exc}"),
+                                source.get_topic_name(),
+                                None,
+                                None,
+                                None,
+                            )
+                        )
                 metrics.EVENTS_CONSUMED.labels(source.get_topic_name()).inc(len(values))
                 processed, failed = await run_guarded(stage, envelopes, source.get_topic_name())
                 await dead_letter_all(dead + failed)
                 if sink is not None:
-                    await send_all([
-                        sink.send(key=e.event.account_id.encode(), value=e.to_dict())
-                        for e in processed
-                    ])
+                    await send_all(
+                        [
+                            sink.send(key=e.event.account_id.encode(), value=e.to_dict())
+                            for e in processed
+                        ]
+                    )
                     metrics.EVENTS_PRODUCED.labels(sink.get_topic_name()).inc(len(processed))
                 else:
                     await publish_decisions(processed)
 
         app.agent(source, name=stage.name)(consume_stage)
 
-    async def run_guarded(stage: Stage, batch: list[Envelope], topic: str
-                          ) -> tuple[list[Envelope], list[dict[str, Any]]]:
+    async def run_guarded(
+        stage: Stage, batch: list[Envelope], topic: str
+    ) -> tuple[list[Envelope], list[dict[str, Any]]]:
         """Process a batch; a batch that fails for a non-transient reason is split so that only
         the envelopes that fail on their own are dead-lettered (processing_failed)."""
         if not batch:
             return [], []
         try:
             result: list[Envelope] = await retry_transient(
-                stage.name, lambda: run_stage(stage, batch), max_backoff)
+                stage.name, lambda: run_stage(stage, batch), max_backoff
+            )
             return result, []
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
             if len(batch) > 1:
@@ -158,21 +185,27 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                     dead.extend(bad)
                 return done, dead
             env = batch[0]
-            log.exception("stage %s failed on event", stage.name,
-                          extra={"event_id": env.event.event_id, "account_id": env.event.account_id})
+            log.exception(
+                "stage %s failed on event",
+                stage.name,
+                extra={"event_id": env.event.event_id, "account_id": env.event.account_id},
+            )
             metrics.EVENTS_FAILED.labels(topic, "processing_failed").inc()
             raw_value = json.dumps(env.to_dict(), default=str).encode()
-            failure = InvalidEvent("processing_failed", f"{stage.name}: {exc!r}", env.event.event_id)
-            return [], [dead_letter(raw_value, failure, topic, None, None,
-                                    env.event.account_id.encode())]
+            failure = InvalidEvent(
+                "processing_failed", f"{stage.name}: {exc!r}", env.event.event_id
+            )
+            return [], [
+                dead_letter(raw_value, failure, topic, None, None, env.event.account_id.encode())
+            ]
 
     decide_stage = next(s for s in stages if isinstance(s, DecideStage))
 
     async def publish_decisions(processed: list[Envelope]) -> None:
         fresh = [e.decision for e in processed if e.decision is not None and e.decision_is_new]
-        await send_all([
-            decisions_topic.send(key=d.account_id.encode(), value=d.to_dict()) for d in fresh
-        ])
+        await send_all(
+            [decisions_topic.send(key=d.account_id.encode(), value=d.to_dict()) for d in fresh]
+        )
         metrics.EVENTS_PRODUCED.labels(k.topic_decisions).inc(len(fresh))
         ids = [d.decision_id for d in fresh]
         await retry_transient("publish", lambda: decide_stage.mark_published(ids), max_backoff)

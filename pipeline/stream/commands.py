@@ -29,10 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("replay", help="run the pipeline in-process over a JSONL file of events")
     p.add_argument("file", type=Path)
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: settings, SQLite)")
-    p.add_argument("--decisions-out", type=Path, default=None,
-                   help="write each account's latest decision here, one JSON line per account")
-    p.add_argument("--file-root", type=Path, default=None,
-                   help="directory below which file:// avatar URLs may be read")
+    p.add_argument(
+        "--decisions-out",
+        type=Path,
+        default=None,
+        help="write each account's latest decision here, one JSON line per account",
+    )
+    p.add_argument(
+        "--file-root",
+        type=Path,
+        default=None,
+        help="directory below which file:// avatar URLs may be read",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_replay)
 
@@ -62,16 +70,22 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings, engine, stages)
     k = settings.kafka
     probe = KafkaProbe(k.bootstrap)
-    lag = LagMonitor(probe, k.consumer_group, [k.topic_events, k.topic_validated, k.topic_scored,
-                                                k.topic_matched, k.topic_signals])
-    monitor = HealthMonitor({"database": database_check(engine), "kafka": probe.check},
-                            tasks={"consumer_lag": lag.refresh})
+    lag = LagMonitor(
+        probe,
+        k.consumer_group,
+        [k.topic_events, k.topic_validated, k.topic_scored, k.topic_matched, k.topic_signals],
+    )
+    monitor = HealthMonitor(
+        {"database": database_check(engine), "kafka": probe.check},
+        tasks={"consumer_lag": lag.refresh},
+    )
     watch_app(app, monitor, lag)
     if settings.metrics_port:
         HealthServer(monitor, settings.metrics_port).start()
     monitor.start()
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
-                          override_logging=False)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
+    )
     worker.execute_from_commandline()
     return 0
 
@@ -79,7 +93,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.stream.produce import produce_file
 
-    count = produce_file(args.file, settings.kafka.bootstrap, args.topic or settings.kafka.topic_events)
+    count = produce_file(
+        args.file, settings.kafka.bootstrap, args.topic or settings.kafka.topic_events
+    )
     print(json.dumps({"produced": count, "topic": args.topic or settings.kafka.topic_events}))
     return 0
 
@@ -91,8 +107,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _replay(path: Path, settings: Settings, db: str | None, out: Path | None,
-            batch_size: int) -> dict[str, object]:
+def _replay(
+    path: Path, settings: Settings, db: str | None, out: Path | None, batch_size: int
+) -> dict[str, object]:
     from tqdm import tqdm
 
     from pipeline.compose import build_stages

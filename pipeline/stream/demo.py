@@ -24,8 +24,9 @@ def shared_faces_dir() -> Path | None:
     return faces.resolve() if (faces / "real").is_dir() else None
 
 
-def run_demo(settings: Settings, workdir: Path, accounts: int, days: float, seed: int,
-             db: str | None) -> int:
+def run_demo(
+    settings: Settings, workdir: Path, accounts: int, days: float, seed: int, db: str | None
+) -> int:
     from tqdm import tqdm
 
     from pipeline.compose import build_stages
@@ -39,8 +40,14 @@ def run_demo(settings: Settings, workdir: Path, accounts: int, days: float, seed
     workdir.mkdir(parents=True, exist_ok=True)
     faces = shared_faces_dir()
     avatar_dir = workdir / "avatars"
-    sim = Simulation(accounts, days, seed, avatars=faces is not None, faces_dir=faces,
-                     avatar_dir=avatar_dir if faces else None)
+    sim = Simulation(
+        accounts,
+        days,
+        seed,
+        avatars=faces is not None,
+        faces_dir=faces,
+        avatar_dir=avatar_dir if faces else None,
+    )
     events_path = workdir / "events.jsonl"
     with open(events_path, "w", encoding="utf-8") as fh:
         for event in sim.events():
@@ -70,22 +77,33 @@ def run_demo(settings: Settings, workdir: Path, accounts: int, days: float, seed
     campaign = {a for a, r in truth.items() if r.is_campaign}
     caught = len(campaign & flagged)
     with engine.connect() as conn:
-        queues = dict(conn.execute(
-            sa.select(review_items.c.queue, sa.func.count()).where(review_items.c.status == "pending")
-            .group_by(review_items.c.queue)).all())
+        queues = dict(
+            conn.execute(
+                sa.select(review_items.c.queue, sa.func.count())
+                .where(review_items.c.status == "pending")
+                .group_by(review_items.c.queue)
+            ).all()
+        )
         clusters = conn.execute(
             sa.select(accounts_table.c.cluster_id, sa.func.count().label("n"))
             .where(accounts_table.c.cluster_id.is_not(None))
-            .group_by(accounts_table.c.cluster_id).order_by(sa.desc("n")).limit(5)).all()
+            .group_by(accounts_table.c.cluster_id)
+            .order_by(sa.desc("n"))
+            .limit(5)
+        ).all()
     engine.dispose()
 
-    print(f"\nunmask demo: {report.records} events, {len(truth)} accounts "
-          f"({len(campaign)} in simulated campaigns); work dir {workdir}")
+    print(
+        f"\nunmask demo: {report.records} events, {len(truth)} accounts "
+        f"({len(campaign)} in simulated campaigns); work dir {workdir}"
+    )
     print(f"decisions: {dict(report.decisions)}; dead letters: {dict(report.dead_letters)}")
-    print(f"campaign accounts flagged: {caught}/{len(campaign)} "
-          f"(recall {caught / max(1, len(campaign)):.1%}); honest accounts flagged: "
-          f"{len(flagged - campaign)}/{len(truth) - len(campaign)} "
-          f"(precision {caught / max(1, len(flagged)):.1%})")
+    print(
+        f"campaign accounts flagged: {caught}/{len(campaign)} "
+        f"(recall {caught / max(1, len(campaign)):.1%}); honest accounts flagged: "
+        f"{len(flagged - campaign)}/{len(truth) - len(campaign)} "
+        f"(precision {caught / max(1, len(flagged)):.1%})"
+    )
     for style, counts in sorted(by_style.items()):
         print(f"  {style:>10}: {counts['flagged']:5d} of {counts['accounts']:5d} flagged")
     print(f"review queues (pending): {queues}")

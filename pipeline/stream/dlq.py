@@ -14,8 +14,14 @@ from pipeline.store.db import insert_ignore
 from pipeline.store.tables import dlq_records
 
 
-def dead_letter(raw: bytes, error: InvalidEvent, source_topic: str, partition: int | None,
-                offset: int | None, key: bytes | None) -> dict[str, Any]:
+def dead_letter(
+    raw: bytes,
+    error: InvalidEvent,
+    source_topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+) -> dict[str, Any]:
     """The dead_letter.v1 document for one refused record."""
     return {
         "dlq_type": "dead_letter.v1",
@@ -33,16 +39,24 @@ def dead_letter(raw: bytes, error: InvalidEvent, source_topic: str, partition: i
 
 def record_dead_letters(engine: Engine, records: list[dict[str, Any]]) -> int:
     """Keep an audit row per dead letter; idempotent on (topic, partition, offset)."""
-    rows = [{
-        "reason_code": r["reason_code"], "detail": r["detail"],
-        "raw": base64.b64decode(r["raw_b64"]), "source_topic": r["source_topic"],
-        "source_partition": r["source_partition"] if r["source_partition"] is not None else -1,
-        "source_offset": r["source_offset"], "record_key": r["key"], "event_id": r["event_id"],
-        "failed_at": datetime.fromisoformat(r["failed_at"]),
-    } for r in records]
+    rows = [
+        {
+            "reason_code": r["reason_code"],
+            "detail": r["detail"],
+            "raw": base64.b64decode(r["raw_b64"]),
+            "source_topic": r["source_topic"],
+            "source_partition": r["source_partition"] if r["source_partition"] is not None else -1,
+            "source_offset": r["source_offset"],
+            "record_key": r["key"],
+            "event_id": r["event_id"],
+            "failed_at": datetime.fromisoformat(r["failed_at"]),
+        }
+        for r in records
+    ]
     with engine.begin() as conn:
-        inserted = insert_ignore(conn, dlq_records, rows,
-                                 ["source_topic", "source_partition", "source_offset"])
+        inserted = insert_ignore(
+            conn, dlq_records, rows, ["source_topic", "source_partition", "source_offset"]
+        )
     for r in records:
         metrics.DLQ_RECORDS.labels(r["reason_code"]).inc()
     return inserted

@@ -34,9 +34,12 @@ class RunReport:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "records": self.records, "valid": self.valid,
-            "dead_letters": dict(self.dead_letters), "decisions": dict(self.decisions),
-            "already_processed": self.replayed, "accounts": len(self.latest),
+            "records": self.records,
+            "valid": self.valid,
+            "dead_letters": dict(self.dead_letters),
+            "decisions": dict(self.decisions),
+            "already_processed": self.replayed,
+            "accounts": len(self.latest),
         }
 
 
@@ -47,9 +50,13 @@ class EmbeddedRunner:
         self.batch_size = batch_size
         self.decide = next((s for s in self.stages if isinstance(s, DecideStage)), None)
 
-    def run(self, records: Iterable[bytes], source: str = "file",
-            on_decision: Callable[[Decision], None] | None = None,
-            progress: Callable[[int], None] | None = None) -> RunReport:
+    def run(
+        self,
+        records: Iterable[bytes],
+        source: str = "file",
+        on_decision: Callable[[Decision], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> RunReport:
         """Process every record; blocking. Returns counts and each account's latest decision."""
         report = RunReport()
         chunk: list[tuple[int, bytes]] = []
@@ -66,8 +73,13 @@ class EmbeddedRunner:
                 progress(len(chunk))
         return report
 
-    def _run_chunk(self, chunk: list[tuple[int, bytes]], source: str, report: RunReport,
-                   on_decision: Callable[[Decision], None] | None) -> None:
+    def _run_chunk(
+        self,
+        chunk: list[tuple[int, bytes]],
+        source: str,
+        report: RunReport,
+        on_decision: Callable[[Decision], None] | None,
+    ) -> None:
         batch: list[Envelope] = []
         dead: list[dict[str, Any]] = []
         for offset, raw in chunk:
@@ -111,8 +123,14 @@ def read_jsonl(path: str) -> Iterable[bytes]:
 
 
 def decision_line(decision: Decision) -> str:
-    return json.dumps({
-        "account_id": decision.account_id, "action": decision.action, "score": decision.score,
-        "reasons": list(decision.reasons), "decision_id": decision.decision_id,
-        "event_id": decision.event_id, "policy_version": decision.policy_version,
-    })
+    return json.dumps(
+        {
+            "account_id": decision.account_id,
+            "action": decision.action,
+            "score": decision.score,
+            "reasons": list(decision.reasons),
+            "decision_id": decision.decision_id,
+            "event_id": decision.event_id,
+            "policy_version": decision.policy_version,
+        }
+    )

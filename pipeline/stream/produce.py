@@ -23,8 +23,9 @@ def record_key(raw: bytes) -> bytes | None:
 
 def produce_file(path: Path, bootstrap: str, topic: str) -> int:
     """Send every non-blank line of ``path``; blocks until the broker acknowledged all of them."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5,
-                             max_request_size=2_000_000)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5, max_request_size=2_000_000
+    )
     count = 0
     try:
         for raw in read_jsonl(str(path)):

@@ -33,22 +33,25 @@ TOPICS = {
 
 
 @pytest.fixture
-def pipeline_env(fresh_database_url: str, kafka_bootstrap: str, kafka_topics: Any,
-                 shared_dir: Path) -> dict[str, str]:
+def pipeline_env(
+    fresh_database_url: str, kafka_bootstrap: str, kafka_topics: Any, shared_dir: Path
+) -> dict[str, str]:
     from pipeline.store.migrate import upgrade
 
     upgrade(fresh_database_url)
     names = kafka_topics({base: parts for base, parts in TOPICS.values()})
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNMASK_")}
-    env.update({
-        "UNMASK_ENVIRONMENT": "test",
-        "UNMASK_DATABASE__URL": fresh_database_url,
-        "UNMASK_KAFKA__BOOTSTRAP": kafka_bootstrap,
-        "UNMASK_KAFKA__CONSUMER_GROUP": f"unmask-test-{uuid.uuid4().hex[:8]}",
-        "UNMASK_AVATARS__FILE_ROOT": str(shared_dir),
-        "UNMASK_METRICS_PORT": "0",
-        "UNMASK_LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "UNMASK_ENVIRONMENT": "test",
+            "UNMASK_DATABASE__URL": fresh_database_url,
+            "UNMASK_KAFKA__BOOTSTRAP": kafka_bootstrap,
+            "UNMASK_KAFKA__CONSUMER_GROUP": f"unmask-test-{uuid.uuid4().hex[:8]}",
+            "UNMASK_AVATARS__FILE_ROOT": str(shared_dir),
+            "UNMASK_METRICS_PORT": "0",
+            "UNMASK_LOG_LEVEL": "INFO",
+        }
+    )
     for field, (base, _parts) in TOPICS.items():
         env[f"UNMASK_KAFKA__{field.upper()}"] = names[base]
     return env
@@ -59,8 +62,12 @@ class Worker:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, cwd=REPO_ROOT,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def alive(self) -> bool:
@@ -101,14 +108,25 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Worker
             worker.stop()
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 120.0,
-            alive: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+def consume(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout: float = 120.0,
+    alive: Callable[[], bool] | None = None,
+) -> list[dict[str, Any]]:
     """Read a topic from the beginning until ``expected`` records arrived or time ran out;
     then read on for two more seconds so that surplus (duplicate) records are seen too."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=500,
+    )
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     settle: float | None = None

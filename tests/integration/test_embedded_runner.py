@@ -31,8 +31,11 @@ def records() -> list[bytes]:
         doc = dict(EXAMPLE, event_id=f"evt-{i}", account_id=f"acct-{i}", username=f"user{i}")
         out.append(json.dumps(doc).encode())
     out.append(out[3])  # the same event delivered twice
-    out += [b"not json", b'{"event_type": "account.deleted.v1"}',
-            json.dumps(dict(EXAMPLE, event_id="evt-bad", country="Spain")).encode()]
+    out += [
+        b"not json",
+        b'{"event_type": "account.deleted.v1"}',
+        json.dumps(dict(EXAMPLE, event_id="evt-bad", country="Spain")).encode(),
+    ]
     return out
 
 
@@ -57,16 +60,22 @@ def run_twice(url: str) -> None:
     assert count(engine, dlq_records) == 3
     with engine.connect() as conn:
         reasons = set(conn.execute(sa.select(dlq_records.c.reason_code)).scalars())
-        raw = conn.execute(sa.select(dlq_records.c.raw)
-                           .where(dlq_records.c.reason_code == "bad_json")).scalar_one()
-        published = conn.execute(sa.select(sa.func.count()).select_from(decisions)
-                                 .where(decisions.c.published_at.is_not(None))).scalar_one()
+        raw = conn.execute(
+            sa.select(dlq_records.c.raw).where(dlq_records.c.reason_code == "bad_json")
+        ).scalar_one()
+        published = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(decisions)
+            .where(decisions.c.published_at.is_not(None))
+        ).scalar_one()
     assert reasons == {"bad_json", "unknown_event_type", "schema_violation"}
     with engine.connect() as conn:
         payloads = list(conn.execute(sa.select(events.c.payload)).scalars())
     assert all(p["signup_ip"].startswith("hmac:") for p in payloads)
-    assert all(p["device_id"].startswith("hmac:") and p["email_domain"].startswith("hmac:")
-               for p in payloads)
+    assert all(
+        p["device_id"].startswith("hmac:") and p["email_domain"].startswith("hmac:")
+        for p in payloads
+    )
     assert EXAMPLE["signup_ip"] not in json.dumps(payloads)
     assert raw == b"not json"
     assert published == 20
@@ -90,8 +99,9 @@ def test_embedded_runner_on_postgres(fresh_database_url: str) -> None:
     run_twice(fresh_database_url)
 
 
-def test_flagged_accounts_open_one_review_item_per_subject(tmp_path: Path,
-                                                            ) -> None:
+def test_flagged_accounts_open_one_review_item_per_subject(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     upgrade(url)
     engine = make_engine(url)
@@ -112,5 +122,3 @@ rules:
     assert all(r["queue"] == "accounts" and r["status"] == "pending" for r in rows)
     assert rows[0]["evidence"]["policy_version"] == "test-1"
     engine.dispose()
-
-

@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from pipeline.events import validate
 from pipeline.store.db import make_engine
 from pipeline.store.tables import avatar_results, decisions, dlq_records
-
 from tests.integration.conftest import REPO_ROOT, consume
 
 EXAMPLE = json.loads((REPO_ROOT / "schemas/examples/account.created.v1.json").read_text())
@@ -29,22 +28,27 @@ def make_events(shared_dir: Path, n: int) -> list[dict[str, Any]]:
     reals = sorted((shared_dir / "data/faces/real").glob("lfw_*"))[:n]
     events = []
     for i in range(n):
-        doc = dict(EXAMPLE, event_id=f"kt-{i}", account_id=f"acct-k{i}", username=f"user{i}",
-                   occurred_at=f"2026-11-29T10:{i // 60:02d}:{i % 60:02d}Z",
-                   signup_ip=f"198.51.100.{i % 250}")
+        doc = dict(
+            EXAMPLE,
+            event_id=f"kt-{i}",
+            account_id=f"acct-k{i}",
+            username=f"user{i}",
+            occurred_at=f"2026-11-29T10:{i // 60:02d}:{i % 60:02d}Z",
+            signup_ip=f"198.51.100.{i % 250}",
+        )
         doc["avatar_url"] = reals[i].as_uri() if i % 2 == 0 else None
         events.append(doc)
     return events
 
 
 def test_events_flow_from_kafka_to_postgres_and_decision_topic(
-        pipeline_env: dict[str, str], worker_factory: Any, shared_dir: Path,
-        tmp_path: Path) -> None:
+    pipeline_env: dict[str, str], worker_factory: Any, shared_dir: Path, tmp_path: Path
+) -> None:
     n = 30
     events = make_events(shared_dir, n)
     lines = [json.dumps(e) for e in events]
-    lines.append(lines[5])                                     # duplicate delivery
-    lines.append("{this is not json")                          # bad_json
+    lines.append(lines[5])  # duplicate delivery
+    lines.append("{this is not json")  # bad_json
     lines.append(json.dumps(dict(EXAMPLE, event_id="kt-bad", country="Atlantis")))  # schema
     lines.append(json.dumps({"event_type": "account.deleted.v1", "event_id": "x"}))  # unknown
     path = tmp_path / "events.jsonl"
@@ -52,13 +56,20 @@ def test_events_flow_from_kafka_to_postgres_and_decision_topic(
 
     worker = worker_factory(pipeline_env)
     produced = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "produce", str(path)], env=pipeline_env,
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
+        [sys.executable, "-m", "pipeline.cli", "produce", str(path)],
+        env=pipeline_env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(produced.stdout.strip().splitlines()[-1])["produced"] == n + 4
 
     env = pipeline_env
-    got = consume(env["UNMASK_KAFKA__BOOTSTRAP"], env["UNMASK_KAFKA__TOPIC_DECISIONS"], n,
-                  alive=worker.alive)
+    got = consume(
+        env["UNMASK_KAFKA__BOOTSTRAP"], env["UNMASK_KAFKA__TOPIC_DECISIONS"], n, alive=worker.alive
+    )
     assert worker.alive(), worker.log()
     assert len(got) == n, worker.log()
     assert {d["event_id"] for d in got} == {f"kt-{i}" for i in range(n)}
@@ -68,7 +79,10 @@ def test_events_flow_from_kafka_to_postgres_and_decision_topic(
 
     dead = consume(env["UNMASK_KAFKA__BOOTSTRAP"], env["UNMASK_KAFKA__TOPIC_DLQ"], 3)
     assert sorted(d["reason_code"] for d in dead) == [
-        "bad_json", "schema_violation", "unknown_event_type"]
+        "bad_json",
+        "schema_violation",
+        "unknown_event_type",
+    ]
     for record in dead:
         validate("dead_letter.v1", record)
     assert b"{this is not json" in [base64.b64decode(d["raw_b64"]) for d in dead]
@@ -76,12 +90,14 @@ def test_events_flow_from_kafka_to_postgres_and_decision_topic(
     engine = make_engine(env["UNMASK_DATABASE__URL"])
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(decisions)).scalar_one() == n
-        unpublished = conn.execute(sa.select(sa.func.count()).select_from(decisions)
-                                   .where(decisions.c.published_at.is_(None))).scalar_one()
+        unpublished = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(decisions)
+            .where(decisions.c.published_at.is_(None))
+        ).scalar_one()
         assert unpublished == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(dlq_records)).scalar_one() == 3
-        rows = conn.execute(sa.select(avatar_results.c.status, avatar_results.c.score)
-                            ).all()
+        rows = conn.execute(sa.select(avatar_results.c.status, avatar_results.c.score)).all()
     engine.dispose()
     statuses = sorted(r.status for r in rows)
     assert statuses.count("scored") == n // 2, statuses

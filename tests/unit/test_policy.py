@@ -9,8 +9,12 @@ import pytest
 from pipeline.decide.policy import PolicyError, load_policy, parse_policy, signals_of
 from pipeline.types import AccountEvent, AvatarResult, ClusterSignal, Envelope, PhotoMatch
 
-EVENT = AccountEvent(event_type="account.created.v1", event_id="e1",
-                     occurred_at=datetime(2026, 11, 29, tzinfo=UTC), account_id="a1")
+EVENT = AccountEvent(
+    event_type="account.created.v1",
+    event_id="e1",
+    occurred_at=datetime(2026, 11, 29, tzinfo=UTC),
+    account_id="a1",
+)
 
 
 def test_committed_policy_loads_and_has_a_version() -> None:
@@ -20,8 +24,9 @@ def test_committed_policy_loads_and_has_a_version() -> None:
 
 
 def test_clean_account_is_allowed_with_no_reasons() -> None:
-    env = Envelope(EVENT, AvatarResult(status="scored", score=0.02, face_found=True), (),
-                   ClusterSignal.none())
+    env = Envelope(
+        EVENT, AvatarResult(status="scored", score=0.02, face_found=True), (), ClusterSignal.none()
+    )
     verdict = load_policy().decide(signals_of(env))
     assert verdict.action == "allow"
     assert verdict.reasons == ()
@@ -31,7 +36,9 @@ def test_clean_account_is_allowed_with_no_reasons() -> None:
 
 def test_most_severe_action_wins_and_all_reasons_are_kept() -> None:
     env = Envelope(
-        EVENT, AvatarResult(status="scored", score=0.97, face_found=True), (),
+        EVENT,
+        AvatarResult(status="scored", score=0.97, face_found=True),
+        (),
         ClusterSignal("c1", cluster_score=0.9, size=12),
     )
     verdict = load_policy().decide(signals_of(env))
@@ -61,14 +68,17 @@ rules:
     assert policy.decide({"avatar_score": 0.0}).action == "review"
 
 
-@pytest.mark.parametrize("text", [
-    "version: x",
-    "rules: []",
-    "version: x\nrules: [{id: a, action: ban}]",
-    "version: x\nrules: [{id: a, action: review, when: [{signal: nope, op: '>=', value: 1}]}]",
-    "version: x\nrules: [{id: a, action: review, when: [{signal: cluster_score, op: '~', value: 1}]}]",
-    "version: x\nrules: [{id: a, action: review}, {id: a, action: allow}]",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: x",
+        "rules: []",
+        "version: x\nrules: [{id: a, action: ban}]",
+        "version: x\nrules: [{id: a, action: review, when: [{signal: nope, op: '>=', value: 1}]}]",
+        "version: x\nrules: [{id: a, action: review, when: [{signal: cluster_score, op: '~', value: 1}]}]",  # noqa: E501
+        "version: x\nrules: [{id: a, action: review}, {id: a, action: allow}]",
+    ],
+)
 def test_malformed_policies_are_refused_at_load(text: str) -> None:
     with pytest.raises(PolicyError):
         parse_policy(text)
