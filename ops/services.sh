@@ -4,6 +4,8 @@
 # cluster, both on 127.0.0.1 with non-default ports, state under .services/ (gitignored).
 #
 #   ops/services.sh start|stop|status|env|restart
+#   ops/services.sh stop-kafka|start-kafka|restart-kafka|stop-postgres|start-postgres
+#     (one service only: the reliability tests use these on a private set of services)
 #
 # Overrides (environment): UNMASK_SERVICES_DIR, UNMASK_KAFKA_PORT (19092),
 # UNMASK_KAFKA_CONTROLLER_PORT (19093), UNMASK_PG_PORT (55432), UNMASK_KAFKA_VERSION (3.9.1),
@@ -437,7 +439,7 @@ lock_state() {
 main() {
     local cmd="${1:-}"
     case "$cmd" in
-        start|stop|restart) lock_state ;;
+        start|stop|restart|*-kafka|*-postgres) lock_state ;;
     esac
     case "$cmd" in
         start)
@@ -458,10 +460,18 @@ main() {
             kafka_start
             kafka_topics
             ;;
+        stop-kafka) kafka_stop ;;
+        start-kafka) kafka_start ;;
+        restart-kafka)
+            kafka_stop
+            kafka_start
+            ;;
+        stop-postgres) pg_stop ;;
+        start-postgres) pg_start ;;
         status) cmd_status ;;
         env) cmd_env ;;
         *)
-            echo "usage: ops/services.sh start|stop|restart|status|env" >&2
+            echo "usage: ops/services.sh start|stop|restart|status|env|stop-kafka|start-kafka|restart-kafka|stop-postgres|start-postgres" >&2
             exit 2
             ;;
     esac
