@@ -136,12 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def score32() -> int:
         for start in range(0, len(images), 32):
-            detector.score_batch(images[start: start + 32])
+            detector.score_batch(images[start : start + 32])
         return len(images)
 
     def pipeline_batch32() -> int:
         for start in range(0, len(blobs), 32):
-            chunk = [decode_image(b, MAX_PIXELS).image for b in blobs[start: start + 32]]
+            chunk = [decode_image(b, MAX_PIXELS).image for b in blobs[start : start + 32]]
             found = [locator.locate(im) for im in chunk]
             detector.score_batch(chunk)
             for im, f in zip(chunk, found, strict=True):

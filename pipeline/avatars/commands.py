@@ -34,8 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--model", type=Path, default=None,
-                   help="detector folder or .onnx file (default: settings, else the shipped model)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="detector folder or .onnx file (default: settings, else the shipped model)",
+    )
     p.add_argument("--hashes", action="store_true", help="also print the perceptual hashes")
     p.set_defaults(func=cmd_score)
 
@@ -62,7 +66,10 @@ def read_local(path: Path, max_bytes: int) -> bytes:
 
 
 def score_files(
-    paths: Sequence[Path], settings: Settings, *, model: Path | None = None,
+    paths: Sequence[Path],
+    settings: Settings,
+    *,
+    model: Path | None = None,
     with_hashes: bool = False,
 ) -> list[dict[str, Any]]:
     """One JSON-safe record per path, in order: the stage's view of each local image.

@@ -96,9 +96,7 @@ def _refuse_unknown(data: bytes) -> AvatarRefused:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
-    if image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -107,9 +105,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(
-    data: bytes, max_pixels: int, max_side: int = DEFAULT_MAX_SIDE
-) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int, max_side: int = DEFAULT_MAX_SIDE) -> DecodedImage:
     """Decode ``data`` (the raw avatar bytes) into an upright RGB :class:`DecodedImage`.
 
     Raises :class:`AvatarRefused` with code ``empty``, ``not_an_image``,
@@ -138,9 +134,7 @@ def decode_image(
         if width < 1 or height < 1:
             raise AvatarRefused("decode_failed", f"{width}x{height} canvas")
         if width * height > max_pixels:
-            raise AvatarRefused(
-                "too_many_pixels", f"{width}x{height} > {max_pixels} pixels"
-            )
+            raise AvatarRefused("too_many_pixels", f"{width}x{height} > {max_pixels} pixels")
         if image.format == "JPEG" and max(width, height) > max_side:
             image.draft("RGB", (max_side, max_side))
         image.load()
@@ -151,8 +145,16 @@ def decode_image(
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise AvatarRefused("too_many_pixels", str(error)) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error,
-            zlib.error, MemoryError) as error:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        IndexError,
+        struct_error,
+        zlib.error,
+        MemoryError,
+    ) as error:
         raise _decode_error(error) from None
     finally:
         image.close()
@@ -162,8 +164,10 @@ def decode_image(
 
 
 def _transposes(upright: Image.Image, original: Image.Image) -> bool:
-    return upright is not original and upright.size != original.size and (
-        upright.size == (original.size[1], original.size[0])
+    return (
+        upright is not original
+        and upright.size != original.size
+        and (upright.size == (original.size[1], original.size[0]))
     )
 
 
@@ -173,4 +177,3 @@ def _decode_error(error: BaseException) -> AvatarRefused:
     if "truncated" in lowered or isinstance(error, EOFError) or "premature end" in lowered:
         return AvatarRefused("truncated", text[:200])
     return AvatarRefused("decode_failed", f"{type(error).__name__}: {text[:200]}")
-

@@ -122,13 +122,16 @@ class HaarFaceLocator:
         if factor < 1.0:
             small = small.resize(
                 (max(1, round(width * factor)), max(1, round(height * factor))),
-                Image.Resampling.BILINEAR, reducing_gap=2.0,
+                Image.Resampling.BILINEAR,
+                reducing_gap=2.0,
             )
         gray = cv2.equalizeHist(np.asarray(small, dtype=np.uint8))
         faces_cascade, eyes_cascade = self._classifiers()
         side = min(gray.shape[:2])
         faces = faces_cascade.detectMultiScale(
-            gray, scaleFactor=self._scale_factor, minNeighbors=5,
+            gray,
+            scaleFactor=self._scale_factor,
+            minNeighbors=5,
             minSize=(max(20, round(side * MIN_FACE_FRACTION)),) * 2,
         )
         if len(faces) == 0:
@@ -137,8 +140,10 @@ class HaarFaceLocator:
         eyes_small = self._eyes(gray, eyes_cascade, fx, fy, fw, fh, self._scale_factor)
         inv = 1.0 / factor
         box = (
-            round(fx * inv), round(fy * inv),
-            min(width, round(fw * inv)), min(height, round(fh * inv)),
+            round(fx * inv),
+            round(fy * inv),
+            min(width, round(fw * inv)),
+            min(height, round(fh * inv)),
         )
         eyes_px = tuple((ex * inv, ey * inv) for ex, ey in eyes_small)
         eyes = tuple((ex / width, ey / height) for ex, ey in eyes_px)
@@ -146,17 +151,25 @@ class HaarFaceLocator:
 
     @staticmethod
     def _eyes(
-        gray: np.ndarray, cascade: cv2.CascadeClassifier, fx: int, fy: int, fw: int, fh: int,
+        gray: np.ndarray,
+        cascade: cv2.CascadeClassifier,
+        fx: int,
+        fy: int,
+        fw: int,
+        fh: int,
         scale_factor: float,
     ) -> list[tuple[float, float]]:
         """Up to two eye centres in the upper part of the face box, one per half, left first."""
         top = fy + fh // 8
-        roi = gray[top: fy + int(fh * 0.6), fx: fx + fw]
+        roi = gray[top : fy + int(fh * 0.6), fx : fx + fw]
         if roi.size == 0:
             return []
         found = cascade.detectMultiScale(
-            roi, scaleFactor=scale_factor, minNeighbors=4,
-            minSize=(max(8, fw // 10),) * 2, maxSize=(max(9, fw // 2),) * 2,
+            roi,
+            scaleFactor=scale_factor,
+            minNeighbors=4,
+            minSize=(max(8, fw // 10),) * 2,
+            maxSize=(max(9, fw // 2),) * 2,
         )
         best: dict[int, tuple[int, float, float]] = {}
         for ex, ey, ew, eh in found:

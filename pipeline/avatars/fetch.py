@@ -27,9 +27,12 @@ import os
 import socket
 import ssl
 import stat
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -47,6 +50,8 @@ USER_AGENT = "unmask-avatar-fetch/1"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 NOT_FOUND_STATUSES = frozenset({404, 410})
 CHUNK = 64 * 1024
+LOOKUP_THREADS = 4
+"""Threads doing name lookups, so that a lookup can be abandoned at the fetch deadline."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,10 @@ class _PinnedBackend(httpcore.NetworkBackend):
             raise httpcore.ConnectTimeout("avatar fetch deadline passed")
         limit = remaining if timeout is None else min(timeout, remaining)
         stream = self._inner.connect_tcp(
-            self._address, port, timeout=limit, local_address=local_address,
+            self._address,
+            port,
+            timeout=limit,
+            local_address=local_address,
             socket_options=socket_options,
         )
         return _DeadlineStream(stream, self._deadline)
@@ -189,9 +197,11 @@ class AvatarFetcher:
 
     ``fetch`` is blocking and thread-safe (no state is shared between calls); it returns
     :class:`Fetched` or raises :class:`AvatarRefused` (never anything else for a bad URL, a bad
-    server or a bad file). Its wall time is bounded by ``connect_timeout_s + read_timeout_s``
-    plus the time of the name lookups. ``resolver`` replaces the system resolver (tests use it
-    to make a name resolve into a private range without touching DNS).
+    server or a bad file). Its wall time is bounded by ``connect_timeout_s + read_timeout_s``,
+    name lookups included: a lookup runs in a small thread pool and is abandoned (``timeout``)
+    when it outlives ``connect_timeout_s`` or the deadline. ``resolver`` replaces the system
+    resolver (tests use it to make a name resolve into a private range without touching DNS).
+    ``close`` stops the lookup threads.
     """
 
     def __init__(self, settings: AvatarSettings, resolver: Resolver | None = None) -> None:
@@ -200,6 +210,33 @@ class AvatarFetcher:
         self._ssl = ssl.create_default_context(cafile=certifi.where())
         roots = [settings.file_root, *settings.extra_file_roots] if settings.file_root else []
         self._file_roots = [root.resolve() for root in roots]
+        self._lookups: ThreadPoolExecutor | None = None
+        self._lookups_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the lookup threads without waiting for abandoned lookups."""
+        with self._lookups_lock:
+            if self._lookups is not None:
+                self._lookups.shutdown(wait=False, cancel_futures=True)
+                self._lookups = None
+
+    def _resolve(self, host: str, port: int, deadline: float) -> list[str]:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return [host]
+        with self._lookups_lock:
+            if self._lookups is None:
+                self._lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="avatar-dns")
+            future = self._lookups.submit(self._resolver, host, port)
+        limit = min(self._settings.connect_timeout_s, deadline - time.monotonic())
+        try:
+            return list(future.result(timeout=max(0.0, limit)))
+        except LookupTimeout:
+            future.cancel()
+            raise AvatarRefused("timeout", f"name lookup of {host}") from None
 
     def fetch(self, url: str) -> Fetched:
         s = self._settings
@@ -241,13 +278,13 @@ class AvatarFetcher:
 
     # -- http -------------------------------------------------------------------------------
 
-    def _check_host(self, host: str, port: int) -> str:
+    def _check_host(self, host: str, port: int, deadline: float) -> str:
         """The address to connect to, after the allow-list and address-range checks."""
         s = self._settings
         if not host_matches(host, s.allowed_hosts):
             raise AvatarRefused("host_not_allowed", host)
         try:
-            addresses = list(self._resolver(host, port))
+            addresses = self._resolve(host, port, deadline)
         except (OSError, UnicodeError) as error:
             raise AvatarRefused("fetch_failed", f"cannot resolve {host}: {error}") from None
         if not addresses:
@@ -258,9 +295,7 @@ class AvatarFetcher:
                     raise AvatarRefused("private_address", f"{host} -> {address}")
         return addresses[0]
 
-    def _http_once(
-        self, url: str, deadline: float
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _http_once(self, url: str, deadline: float) -> tuple[int, dict[str, str], bytes]:
         s = self._settings
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -272,7 +307,7 @@ class AvatarFetcher:
         if not host:
             raise AvatarRefused("bad_url", "no host")
         port = parts.port or (443 if scheme == "https" else 80)
-        address = self._check_host(host, port)
+        address = self._check_host(host, port, deadline)
         timeouts = {
             "connect": s.connect_timeout_s,
             "read": s.read_timeout_s,
@@ -285,14 +320,17 @@ class AvatarFetcher:
             (b"Accept-Encoding", b"identity"),
         ]
         try:
-            with httpcore.ConnectionPool(
-                ssl_context=self._ssl,
-                max_connections=1,
-                retries=0,
-                network_backend=_PinnedBackend(address, deadline),
-            ) as pool, pool.stream(
-                "GET", url, headers=headers, extensions={"timeout": timeouts}
-            ) as response:
+            with (
+                httpcore.ConnectionPool(
+                    ssl_context=self._ssl,
+                    max_connections=1,
+                    retries=0,
+                    network_backend=_PinnedBackend(address, deadline),
+                ) as pool,
+                pool.stream(
+                    "GET", url, headers=headers, extensions={"timeout": timeouts}
+                ) as response,
+            ):
                 got = {
                     k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
                 }
@@ -309,8 +347,14 @@ class AvatarFetcher:
                 return 200, got, bytes(body)
         except httpcore.TimeoutException as error:
             raise AvatarRefused("timeout", f"{type(error).__name__}: {error}") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
-                httpcore.LocalProtocolError, ssl.SSLError, OSError) as error:
+        except (
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol,
+            httpcore.LocalProtocolError,
+            ssl.SSLError,
+            OSError,
+        ) as error:
             raise AvatarRefused("fetch_failed", f"{type(error).__name__}: {error}") from None
 
     # -- file -------------------------------------------------------------------------------

@@ -184,8 +184,8 @@ class AvatarStage:
     ) -> None:
         self._engine = engine
         self._settings = settings.avatars
-        self._detector = detector if detector is not None else load_detector(
-            self._settings.model_path
+        self._detector = (
+            detector if detector is not None else load_detector(self._settings.model_path)
         )
         if hasher is None:
             from pipeline.dedupe.hashes import compute_hashes
@@ -212,6 +212,7 @@ class AvatarStage:
     def close(self) -> None:
         """Stop the fetch threads (waits for running fetches, which are deadline-bounded)."""
         self._pool.shutdown(wait=True)
+        self._fetcher.close()
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
         if not batch:
@@ -274,7 +275,7 @@ class AvatarStage:
         t0 = time.perf_counter()
         size = max(1, self._settings.batch_size)
         for start in range(0, len(images), size):
-            chunk = images[start: start + size]
+            chunk = images[start : start + size]
             c0 = time.perf_counter()
             got = self._detector.score_batch(chunk)
             AVATAR_STEP_SECONDS.labels(step="score").observe(time.perf_counter() - c0)
@@ -287,9 +288,7 @@ class AvatarStage:
         decoded, finding = item.decoded, item.finding or FaceFinding.none()
         t0 = time.perf_counter()
         try:
-            hashes = self._hasher(
-                decoded.image, finding.face_box, list(finding.eyes_px) or None
-            )
+            hashes = self._hasher(decoded.image, finding.face_box, list(finding.eyes_px) or None)
         except ValueError as error:
             log.warning("hashing failed on a decoded avatar: %s", error)
             hashes = {}

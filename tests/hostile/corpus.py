@@ -58,8 +58,10 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
     parts.append(compressor.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
     )
 
 
@@ -69,7 +71,7 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     at = data.find(b"\xff\xc0")
     if at < 0:
         raise ValueError("no SOF0 marker")
-    data[at + 5: at + 9] = struct.pack(">HH", height, width)
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 

@@ -69,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv.hits[path] += 1
         try:
             if path.startswith("/file/"):
-                name = path[len("/file/"):]
+                name = path[len("/file/") :]
                 if name in srv.files:
                     self._send(200, srv.files[name], {"Content-Type": "image/jpeg"})
                 else:
@@ -134,8 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
 def hostile_server() -> Iterator[HostileServer]:
     """Run a :class:`HostileServer` in a thread for the duration of the block."""
     server = HostileServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield server

@@ -30,6 +30,9 @@ FAKE_DNS = {
 
 
 def resolver(host: str, port: int) -> list[str]:
+    if host == "slow-dns.example.test":
+        time.sleep(3.0)
+        return ["127.0.0.1"]
     return FAKE_DNS.get(host) or system_resolver(host, port)
 
 
@@ -52,8 +55,14 @@ def root(tmp_path: Path) -> Path:
 
 def settings(root: Path | None = None, **overrides: object) -> AvatarSettings:
     values: dict[str, object] = {
-        "allowed_hosts": ["127.0.0.1", "localhost", "169.254.169.254", "10.0.0.8",
-                          "192.168.1.20", ".example.test"],
+        "allowed_hosts": [
+            "127.0.0.1",
+            "localhost",
+            "169.254.169.254",
+            "10.0.0.8",
+            "192.168.1.20",
+            ".example.test",
+        ],
         "allow_private_hosts": ["127.0.0.1"],
         "connect_timeout_s": 1.0,
         "read_timeout_s": 1.5,
@@ -142,6 +151,17 @@ def test_slow_drip_is_cut_at_the_deadline(server: HostileServer, route: str) -> 
     assert deadline - 0.1 <= elapsed < deadline + 0.5
     time.sleep(1.2)
     assert server.sent_bytes[route] - before < 6
+
+
+def test_a_hanging_name_lookup_is_abandoned_at_the_connect_timeout() -> None:
+    s = settings()
+    fetcher = AvatarFetcher(s, resolver)
+    t0 = time.monotonic()
+    error = refused(fetcher, "http://slow-dns.example.test/a.jpg")
+    elapsed = time.monotonic() - t0
+    fetcher.close()
+    assert error.code == "timeout"
+    assert s.connect_timeout_s - 0.1 <= elapsed < s.connect_timeout_s + 0.5
 
 
 def _rss_peak_kib() -> int:

@@ -134,8 +134,11 @@ def run_suite(url: str, server: HostileServer, shared_dir: Path, model_dir: Path
         (f"{base}/status/500", "refused", "http_status"),
         (f"{base}/file/missing.jpg", "refused", "not_found"),
         (f"{base}/chain/9/photo.jpg", "refused", "too_many_redirects"),
-        (f"{base}/redirect?to=http://169.254.169.254/latest/meta-data/", "refused",
-         "private_address"),
+        (
+            f"{base}/redirect?to=http://169.254.169.254/latest/meta-data/",
+            "refused",
+            "private_address",
+        ),
         (f"{base}/redirect?to=http://evil.example.org/a.jpg", "refused", "host_not_allowed"),
         ("http://169.254.169.254/latest/meta-data/", "refused", "private_address"),
         ("http://10.0.0.8/a.jpg", "refused", "private_address"),
