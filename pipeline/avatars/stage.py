@@ -161,7 +161,7 @@ class AvatarStage:
     returns one envelope per input, in order; is idempotent on ``event_id`` (a stored result is
     returned as stored, nothing is fetched or scored again); refused avatars are results
     (``status="refused"``, ``error_code``), never exceptions; a database failure raises and
-    nothing of the batch is stored. Safe to call from one thread at a time per instance.
+    nothing of the batch is stored. Thread-safe: the Faust agent may call it from worker threads.
 
     ``detector`` defaults to the ONNX model of ``settings.avatars.model_path``; ``hasher`` to
     ``pipeline.dedupe.hashes.compute_hashes``; ``fetcher`` to an :class:`AvatarFetcher` over

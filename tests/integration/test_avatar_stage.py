@@ -7,6 +7,7 @@ gets the stored results back without fetching or scoring again.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,3 +284,46 @@ def test_scored_bytes_go_to_the_image_sink(
     assert [e.avatar.status for e in out if e.avatar] == ["scored", "absent", "refused"]
     assert sink.stored == {hashlib.sha256(photo.read_bytes()).hexdigest(): photo.read_bytes()}
     engine.dispose()
+
+
+def concurrent_workers(url: str, shared_dir: Path, model_dir: Path) -> None:
+    upgrade(url)
+    engine = make_engine(url)
+    settings = make_settings(shared_dir, model_dir)
+    faces = shared_dir / "data" / "faces"
+    urls = [(faces / name).as_uri() for name in (PHOTO, FAKE, "real/celeba_000001.jpg")]
+    batch = [event(i, u) for i, u in enumerate([*urls, None, "file:///etc/passwd"])]
+    detector = OnnxDetector(model_dir, prefer_gpu=False)
+    stages = [AvatarStage(engine, settings, detector) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    outputs: list[list[Envelope]] = [[], []]
+
+    def work(i: int) -> None:
+        barrier.wait()
+        outputs[i] = stages[i].process(batch)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for stage in stages:
+        stage.close()
+    assert outputs[0] and [e.avatar for e in outputs[0]] == [e.avatar for e in outputs[1]]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(avatar_results.c.event_id)).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(e.event.event_id for e in batch)
+    engine.dispose()
+
+
+def test_two_workers_on_one_batch_store_one_row_each_sqlite(
+    tmp_path: Path, shared_dir: Path, model_dir: Path
+) -> None:
+    concurrent_workers(f"sqlite:///{tmp_path / 'two.db'}", shared_dir, model_dir)
+
+
+@pytest.mark.postgres
+def test_two_workers_on_one_batch_store_one_row_each_postgres(
+    fresh_database_url: str, shared_dir: Path, model_dir: Path
+) -> None:
+    concurrent_workers(fresh_database_url, shared_dir, model_dir)
