@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from pipeline.review import audit
 from pipeline.review.model import ESCALATED_QUEUE, Conflict, NotFound, Reviewer
 from pipeline.store.tables import review_items
 
@@ -65,9 +66,13 @@ def claim_next(conn: Connection, queue: str, reviewer: Reviewer, lease_seconds: 
 
     Order: priority descending, then oldest first. Never blocks on rows other claimers hold.
     The lease lasts ``lease_seconds``; the caller's transaction must commit for it to count.
+    On PostgreSQL the transaction commits without waiting for the WAL flush: a crash can forget
+    the last few claims (and their audit rows) together, which only returns them to the queue.
     """
     now = now or datetime.now(UTC)
-    order = [ri.c.priority.desc(), ri.c.created_at, ri.c.id]
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
+    order = [ri.c.priority.desc(), ri.c.created_at]
     if queue == ESCALATED_QUEUE:
         order = [ri.c.escalation_level.desc(), *order]
     target = (
@@ -82,6 +87,53 @@ def claim_next(conn: Connection, queue: str, reviewer: Reviewer, lease_seconds: 
         .returning(*ri.c)
     )
     return conn.execute(stmt).mappings().first()
+
+
+_PG_CLAIM_AUDITED = sa.text("""
+SET LOCAL synchronous_commit = off;
+WITH target AS (
+    SELECT id FROM review_items
+    WHERE open_key IS NOT NULL AND queue = :queue AND escalation_level = 0
+      AND (status = 'pending' OR (status = 'claimed' AND lease_expires_at < :now))
+    ORDER BY priority DESC, created_at
+    LIMIT 1 FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE review_items r
+    SET status = 'claimed', lease_owner = :owner, lease_expires_at = :until, claimed_at = :now,
+        updated_at = :now
+    FROM target WHERE r.id = target.id
+    RETURNING r.id, r.subject_type, r.subject_id
+)
+INSERT INTO review_audit (at, actor, actor_role, action, item_id, subject, detail)
+SELECT :now, :owner, :role, 'claim', id, subject_type || ':' || subject_id,
+       jsonb_build_object('queue', CAST(:queue AS text),
+                          'lease_expires_at', CAST(:until_iso AS text))
+FROM claimed
+RETURNING item_id
+""")
+
+
+def claim_next_audited(conn: Connection, queue: str, reviewer: Reviewer, lease_seconds: int,
+                       now: datetime | None = None) -> int | None:
+    """``claim_next`` plus its audit row; the id of the claimed item or None.
+
+    On PostgreSQL (ordinary queues) the lease and the audit row are one statement, one round
+    trip; elsewhere two statements in the caller's transaction.
+    """
+    now = now or datetime.now(UTC)
+    until = now + timedelta(seconds=lease_seconds)
+    if conn.dialect.name == "postgresql" and queue != ESCALATED_QUEUE:
+        got = conn.execute(_PG_CLAIM_AUDITED, {
+            "queue": queue, "now": now, "owner": reviewer.username, "until": until,
+            "role": reviewer.role, "until_iso": until.isoformat()}).scalar()
+        return int(got) if got is not None else None
+    row = claim_next(conn, queue, reviewer, lease_seconds, now)
+    if row is None:
+        return None
+    audit.record(conn, reviewer, "claim", item_id=row["id"],
+                 subject=f"{row['subject_type']}:{row['subject_id']}", now=now,
+                 detail={"queue": queue, "lease_expires_at": until.isoformat()})
+    return int(row["id"])
 
 
 def lock_item(conn: Connection, item_id: int) -> RowMapping:

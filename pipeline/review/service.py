@@ -73,14 +73,7 @@ class ReviewService:
         if not can_claim(reviewer, queue):
             raise Forbidden(f"queue {queue!r} is for leads")
         with self.engine.begin() as conn:
-            row = q.claim_next(conn, queue, reviewer, self.lease_seconds)
-            if row is None:
-                return None
-            audit.record(conn, reviewer, "claim", item_id=row["id"],
-                         subject=f"{row['subject_type']}:{row['subject_id']}",
-                         detail={"queue": queue, "lease_expires_at":
-                                 row["lease_expires_at"].isoformat()})
-            return int(row["id"])
+            return q.claim_next_audited(conn, queue, reviewer, self.lease_seconds)
 
     def release(self, reviewer: Reviewer, item_id: int) -> None:
         with self.engine.begin() as conn:
