@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.engine import Engine
@@ -77,7 +78,7 @@ def load_detector(model_path: Path | None) -> Detector:
 
 @dataclass
 class Prepared:
-    """An avatar that was fetched and decoded, on its way to the detector."""
+    """An avatar that was fetched, decoded and searched for a face, on its way to the detector."""
 
     fetched: Fetched
     decoded: DecodedImage
@@ -230,37 +231,40 @@ class AvatarStage:
 
     # -- computing ---------------------------------------------------------------------------
 
+    def _prepare(self, url: str) -> Prepared:
+        """Fetch, decode and locate the face of one avatar (runs in the pool; I/O, then CPU)."""
+        fetched, decoded, fetch_s, decode_s = read_avatar(
+            self._fetcher, url, self._settings.max_pixels
+        )
+        AVATAR_STEP_SECONDS.labels(step="fetch").observe(fetch_s)
+        AVATAR_STEP_SECONDS.labels(step="decode").observe(decode_s)
+        t0 = time.perf_counter()
+        try:
+            finding = self._locator.locate(decoded.image)
+        except cv2.error:
+            log.exception("face search failed on a decoded avatar")
+            finding = FaceFinding.none()
+        face_s = time.perf_counter() - t0
+        AVATAR_STEP_SECONDS.labels(step="face").observe(face_s)
+        return Prepared(fetched, decoded, fetch_s + decode_s + face_s, finding)
+
     def _compute(self, envelopes: list[Envelope]) -> dict[str, AvatarResult]:
         out: dict[str, AvatarResult] = {}
-        started: dict[str, float] = {}
         futures = {}
         for env in envelopes:
             url = env.event.avatar_url
             if not url:
                 out[env.event.event_id] = AvatarResult.absent()
                 continue
-            started[env.event.event_id] = time.perf_counter()
-            futures[env.event.event_id] = self._pool.submit(
-                read_avatar, self._fetcher, url, self._settings.max_pixels
-            )
+            futures[env.event.event_id] = self._pool.submit(self._prepare, url)
         prepared: dict[str, Prepared] = {}
         for event_id, future in futures.items():
             try:
-                fetched, decoded, fetch_s, decode_s = future.result()
+                prepared[event_id] = future.result()
             except AvatarRefused as refusal:
                 count_refusal(refusal)
                 log.info("avatar of %s refused: %s", event_id, refusal)
                 out[event_id] = AvatarResult.refused(refusal.code)
-                continue
-            AVATAR_STEP_SECONDS.labels(step="fetch").observe(fetch_s)
-            AVATAR_STEP_SECONDS.labels(step="decode").observe(decode_s)
-            prepared[event_id] = Prepared(fetched, decoded, fetch_s + decode_s)
-        for item in prepared.values():
-            t0 = time.perf_counter()
-            item.finding = self._locator.locate(item.decoded.image)
-            spent = time.perf_counter() - t0
-            AVATAR_STEP_SECONDS.labels(step="face").observe(spent)
-            item.seconds += spent
         scores, score_s = self._score([p.decoded.image for p in prepared.values()])
         share = score_s / len(prepared) if prepared else 0.0
         for (event_id, item), score in zip(prepared.items(), scores, strict=True):
