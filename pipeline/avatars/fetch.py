@@ -200,14 +200,20 @@ class AvatarFetcher:
     server or a bad file). Its wall time is bounded by ``connect_timeout_s + read_timeout_s``,
     name lookups included: a lookup runs in a small thread pool and is abandoned (``timeout``)
     when it outlives ``connect_timeout_s`` or the deadline. ``resolver`` replaces the system
-    resolver (tests use it to make a name resolve into a private range without touching DNS).
-    ``close`` stops the lookup threads.
+    resolver (tests use it to make a name resolve into a private range without touching DNS);
+    ``ssl_context`` replaces the default trust (the certifi CA bundle, hostname checked), for an
+    on-premises CA. ``close`` stops the lookup threads.
     """
 
-    def __init__(self, settings: AvatarSettings, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: AvatarSettings,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._settings = settings
         self._resolver: Resolver = resolver or system_resolver
-        self._ssl = ssl.create_default_context(cafile=certifi.where())
+        self._ssl = ssl_context or ssl.create_default_context(cafile=certifi.where())
         roots = [settings.file_root, *settings.extra_file_roots] if settings.file_root else []
         self._file_roots = [root.resolve() for root in roots]
         self._lookups: ThreadPoolExecutor | None = None

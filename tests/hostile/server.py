@@ -17,6 +17,7 @@ a test that gives up never leaves the server busy. ``hits`` counts requests per 
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -39,11 +40,16 @@ class HostileServer(ThreadingHTTPServer):
         self.drip_max_bytes = 30
         self.big_size = 50 * 1024 * 1024
         self.sent_bytes: Counter[str] = Counter()
+        self.scheme = "http"
 
     @property
     def base(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,9 +137,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def hostile_server() -> Iterator[HostileServer]:
-    """Run a :class:`HostileServer` in a thread for the duration of the block."""
+def hostile_server(tls: ssl.SSLContext | None = None) -> Iterator[HostileServer]:
+    """Run a :class:`HostileServer` in a thread for the duration of the block (HTTPS with
+    ``tls``, a server-side context)."""
     server = HostileServer()
+    if tls is not None:
+        server.socket = tls.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        server.scheme = "https"
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )

@@ -7,12 +7,14 @@ connection is attempted, so these tests never send a packet anywhere but 127.0.0
 from __future__ import annotations
 
 import re
+import ssl
 import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from hostile import corpus
 from hostile.server import HostileServer, hostile_server
 
@@ -218,3 +220,29 @@ def test_fifty_megabyte_file_is_refused_without_reading_it(root: Path) -> None:
         tracemalloc.stop()
     assert error.code == "too_large"
     assert peak < 1024 * 1024
+
+
+def test_https_goes_to_the_pinned_address_and_checks_the_name() -> None:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("avatars.example.test").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    names = {"avatars.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]}
+
+    def pinned(host: str, port: int) -> list[str]:
+        return names[host]
+
+    s = settings(allowed_hosts=[".example.test"], allow_private_hosts=[".example.test"])
+    with hostile_server(tls=server_tls) as srv:
+        srv.files["face.jpg"] = corpus.jpeg(24)
+        good = AvatarFetcher(s, pinned, client_tls)
+        got = good.fetch(f"https://avatars.example.test:{srv.port}/file/face.jpg")
+        assert got.data == srv.files["face.jpg"]
+        wrong_name = refused(good, f"https://other.example.test:{srv.port}/file/face.jpg")
+        assert wrong_name.code == "fetch_failed" and "CERTIFICATE" in wrong_name.detail.upper()
+        untrusted = AvatarFetcher(s, pinned)
+        error = refused(untrusted, f"https://avatars.example.test:{srv.port}/file/face.jpg")
+        assert error.code == "fetch_failed"
+        plain = refused(good, f"http://avatars.example.test:{srv.port}/file/face.jpg")
+        assert plain.code in ("fetch_failed", "http_status")
