@@ -69,7 +69,7 @@ class Reviewer:
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def can_claim(reviewer: Reviewer, queue: str) -> bool:

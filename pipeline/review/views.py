@@ -98,7 +98,8 @@ def cluster_graph(accounts: Sequence[str], memberships: Iterable[tuple[str, str,
     ``memberships`` are (account_id, kind, label) rows. Accounts go on the outer ring (the
     subject first, highlighted), shared features on the inner ring, one edge per membership.
     """
-    shown = list(dict.fromkeys(([subject] if subject in accounts else []) + list(accounts)))
+    first = [subject] if subject is not None and subject in accounts else []
+    shown = list(dict.fromkeys([*first, *accounts]))
     hidden = max(0, len(shown) - max_accounts)
     shown = shown[:max_accounts]
     shown_set = set(shown)

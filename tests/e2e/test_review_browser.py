@@ -107,8 +107,9 @@ def test_reviewer_signs_in_claims_sees_evidence_and_decides(served, browser, tmp
     wait = WebDriverWait(d, 15)
 
     def shot(name: str) -> None:
+        d.set_window_size(1280, 700)
         height = d.execute_script("return document.documentElement.scrollHeight")
-        d.set_window_size(1280, max(900, min(int(height) + 40, 3000)))
+        d.set_window_size(1280, max(700, min(int(height) + 90, 3000)))
         assert d.save_screenshot(str(shots / f"{name}.png"))
 
     def depths() -> dict[str, int]:
