@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument(
-        "--max-span-s", type=float, default=60.0,
+        "--max-span-s", type=float, default=300.0,
         help="cut a micro-batch when its events span more event time than this (a live stream's "
         "batches hold what arrived in a moment; 0 = size only, for pure throughput)",
     )

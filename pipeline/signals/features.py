@@ -42,7 +42,7 @@ _SPACES = re.compile(r"\s+")
 
 @dataclass(frozen=True, order=True)
 class Feature:
-    """One shareable value of an account: ``kind``, stored ``value`` and a display-safe ``label``."""
+    """A shareable value of an account: ``kind``, stored ``value``, display-safe ``label``."""
 
     kind: str
     value: str
@@ -60,7 +60,7 @@ def keyed_hash(secret: bytes, kind: str, raw: str) -> str:
 
 
 def ip_prefix(address: str) -> tuple[str, str] | None:
-    """``("ip24", "a.b.c.0/24")`` for IPv4 (and IPv4-mapped IPv6), ``("ip48", "x:y:z::/48")`` for IPv6."""
+    """``("ip24", "a.b.c.0/24")`` for IPv4 (and mapped IPv6), ``("ip48", "x:y:z::/48")`` for v6."""
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -114,7 +114,7 @@ def registered_domain(url: str) -> str | None:
 
 
 def link_domains(bio: str | None, links: tuple[str, ...] | None) -> list[str]:
-    """Registered domains of the URLs in ``links`` and in the text of ``bio``, de-duplicated, sorted."""
+    """Registered domains of the URLs in ``links`` and in ``bio``, de-duplicated, sorted."""
     found: set[str] = set()
     for url in list(links or ()) + _URL_IN_TEXT.findall(bio or ""):
         domain = registered_domain(url)

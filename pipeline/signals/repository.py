@@ -149,7 +149,7 @@ def read_counts(
 def partners(
     conn: Connection, keys: Iterable[ValueKey], since_s: int
 ) -> list[tuple[str, str, str, int]]:
-    """(kind, value, account_id, seen_s) of every account that showed one of ``keys`` since ``since_s``."""
+    """(kind, value, account_id, seen_s) of accounts showing one of ``keys`` since ``since_s``."""
     t = signal_account_features
     out: list[tuple[str, str, str, int]] = []
     for part in _chunks(sorted(set(keys))):

@@ -47,12 +47,26 @@ PROMOTED_KINDS = frozenset({"link_domain"})
 INFRA_KINDS = frozenset({"device", "ip24", "ip48", "email_domain", "user_tpl", "name_tpl", "phash"})
 
 
-def rarity_weight(kind: str, count: int, priors: Mapping[str, KindPrior] = PRIORS) -> float:
-    """Weight of a value of ``kind`` seen on ``count`` accounts in the long window."""
+COMMON_SHARE = 0.002
+"""A value shown by more than this share of the window's accounts is common at any scale."""
+
+
+def rarity_weight(kind: str, count: int, population: int | None = None,
+                  priors: Mapping[str, KindPrior] = PRIORS) -> float:
+    """Weight of a value of ``kind`` seen on ``count`` of the ``population`` accounts of the window.
+
+    ``prior * min(1, sqrt(ref / count)) * min(1, sqrt(COMMON_SHARE * population / count))``;
+    the second factor only bites in small populations (a demo, the first hours of a stream),
+    where no value has had the chance to reach ``ref`` accounts yet.
+    """
     spec = priors.get(kind)
     if spec is None:
         return 0.0
-    return spec.prior * min(1.0, math.sqrt(spec.ref / max(count, 1)))
+    n = max(count, 1)
+    weight = spec.prior * min(1.0, math.sqrt(spec.ref / n))
+    if population is not None:
+        weight *= min(1.0, math.sqrt(max(COMMON_SHARE * population, 2.0) / n))
+    return weight
 
 
 def pair_evidence(shared: Iterable[float]) -> float:

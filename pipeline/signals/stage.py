@@ -39,6 +39,8 @@ from pipeline.stages import StageUnavailable
 from pipeline.types import ClusterSignal, Envelope
 
 MAX_BINDING = 8
+POPULATION = ("_accounts", "")
+"""Counter of account creations, the population the rarity weights are relative to."""
 MAX_EVIDENCE = 10
 _RETRY_PGCODES = frozenset({"40P01", "40001"})
 
@@ -170,6 +172,10 @@ class SignalStage:
         increments: dict[tuple[str, str, int, int], int] = defaultdict(int)
         feature_rows = []
         for acc in accounts.values():
+            if acc.created_s is not None:
+                for width in {self._fine_s, DAY_SECONDS}:
+                    bucket = acc.created_s - acc.created_s % width
+                    increments[(*POPULATION, width, bucket)] += 1
             for f, t in acc.new_features.items():
                 for width in {self._fine_s, DAY_SECONDS}:
                     increments[(f.kind, f.value, width, t - t % width)] += 1
@@ -188,8 +194,9 @@ class SignalStage:
         end_dt = datetime.fromtimestamp(t_end, UTC)
         first, last = window_range(end_dt, self._long_h, long_w)
         all_keys = {(f.kind, f.value) for a in accounts.values() for f in a.features}
-        counts = repo.read_counts(conn, all_keys, long_w, first, last)
-        weights = {k: rarity_weight(k[0], counts.get(k, 1)) for k in all_keys}
+        counts = repo.read_counts(conn, all_keys | {POPULATION}, long_w, first, last)
+        population = counts.get(POPULATION, 1)
+        weights = {k: rarity_weight(k[0], counts.get(k, 1), population) for k in all_keys}
         heavy = [
             k
             for k, w in weights.items()
@@ -406,9 +413,10 @@ class SignalStage:
         if unknown:
             long_w = width_for(self._long_h, self._fine_s)
             first, last = window_range(datetime.fromtimestamp(t_end, UTC), self._long_h, long_w)
-            counts = repo.read_counts(conn, unknown, long_w, first, last)
+            counts = repo.read_counts(conn, unknown | {POPULATION}, long_w, first, last)
+            population = counts.get(POPULATION, 1)
             weights = dict(weights)
-            weights.update({k: rarity_weight(k[0], counts.get(k, 1)) for k in unknown})
+            weights.update({k: rarity_weight(k[0], counts.get(k, 1), population) for k in unknown})
         rows = []
         existing = repo.read_clusters(conn, ids)
         for cid in ids:

@@ -15,7 +15,7 @@ TRUTH_HEADER = ["account_id", "is_campaign", "campaign_id", "style", "avatar_kin
 
 
 def faces_dir() -> Path:
-    """``<shared>/data/faces``, the shared directory being UNMASK_SHARED_DIR or ``<repo>/../shared``."""
+    """``<shared>/data/faces``; the shared directory is UNMASK_SHARED_DIR or <repo>/../shared."""
     shared = Path(os.environ.get("UNMASK_SHARED_DIR") or REPO_ROOT.parent / "shared")
     return shared / "data" / "faces"
 
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="events, one JSON object per line")
     p.add_argument("--truth", type=Path, required=True, help="ground truth CSV")
-    p.add_argument("--campaigns", type=int, default=None, help="number of campaigns (default by size)")
+    p.add_argument("--campaigns", type=int, default=None,
+                   help="number of campaigns (default by size)")
     p.add_argument("--avatar-dir", type=Path, default=None,
                    help="write edited copies of stolen photos here (else the originals are reused)")
     p.add_argument("--no-avatars", action="store_true", help="no avatar_url (large runs)")
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     faces = None if args.no_avatars else faces_dir()
     if faces is not None and not (faces / "real").is_dir():
-        raise SystemExit(f"faces not found under {faces}; set UNMASK_SHARED_DIR or use --no-avatars")
+        raise SystemExit(f"no faces under {faces}; set UNMASK_SHARED_DIR or use --no-avatars")
     sim = Simulation(args.accounts, args.days, args.seed, avatars=not args.no_avatars,
                      faces_dir=faces, avatar_dir=args.avatar_dir, campaigns=args.campaigns)
     n = 0

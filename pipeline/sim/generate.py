@@ -177,6 +177,7 @@ WORDS = [
     "first",
 ]
 STYLES = ("burst", "stealth", "stolen")
+POPULAR_DEVICES = ["iphone15", "iphone14", "sm-s918b", "sm-a546b", "pixel8", "redmi-note12"]
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ class TruthRow:
     campaign_id: str
     style: str
     avatar_kind: str
-    """``ai`` (generated face), ``stolen`` (a real photo reused across accounts), ``real`` or ``none``."""
+    """``ai`` (generated face), ``stolen`` (a reused real photo), ``real`` or ``none``."""
     photo_key: str
     """Identity of the photo: equal keys are the same picture (possibly an edited copy)."""
 
@@ -355,7 +356,8 @@ class Simulation:
         if i < self.n_family:
             frng = random.Random(_h(self.seed, "fam", i // 3))
             last = frng.choice(LAST)
-            ip = f"{frng.randint(1, 223)}.{frng.randint(0, 255)}.{frng.randint(0, 255)}.{frng.randint(2, 254)}"
+            octets = (frng.randint(1, 223), frng.randint(0, 255), frng.randint(0, 255))
+            ip = "{}.{}.{}.".format(*octets) + str(frng.randint(2, 254))
             device = f"d-{frng.getrandbits(64):016x}"
         else:
             if r < 0.30:
@@ -370,7 +372,8 @@ class Simulation:
                     f"{rng.randint(1, 254)}"
                 )
             if rng.random() < 0.4:
-                device = f"fp-{['iphone15', 'iphone14', 'sm-s918b', 'sm-a546b', 'pixel8', 'redmi-note12'][_zipf_index(rng, 6)]}-{_zipf_index(rng, 8)}"
+                model = POPULAR_DEVICES[_zipf_index(rng, len(POPULAR_DEVICES))]
+                device = f"fp-{model}-{_zipf_index(rng, 8)}"
             else:
                 device = f"d-{rng.getrandbits(64):016x}"
         email = (

@@ -57,7 +57,7 @@ signal_clusters = sa.Table(
     sa.Column("created_s", sa.BigInteger, nullable=False),
     sa.Column("updated_s", sa.BigInteger, nullable=False),
 )
-"""Current clusters (merged-away clusters are deleted), with score, its parts and binding features."""
+"""Current clusters (merged-away ones are deleted), with score, its parts and binding features."""
 
 signal_results = sa.Table(
     "signal_results",

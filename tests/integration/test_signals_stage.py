@@ -1,4 +1,4 @@
-"""The signals stage on real PostgreSQL (and SQLite): idempotency, merges, concurrency, retention."""
+"""The signals stage on real PostgreSQL and SQLite: idempotency, merges, concurrency, retention."""
 
 from __future__ import annotations
 
@@ -21,16 +21,17 @@ from pipeline.types import AccountEvent, AvatarResult, Envelope
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
 
-def _env(account: str, minutes: float = 0, *, device: str | None = None, ip: str = "198.51.100.9",
-         links: tuple[str, ...] = (), ai: float | None = None, event_type: str = "account.created.v1",
-         suffix: str = "c") -> Envelope:
+def _env(account: str, minutes: float = 0, *, device: str | None = None,
+         ip: str = "198.51.100.9", links: tuple[str, ...] = (), ai: float | None = None,
+         event_type: str = "account.created.v1", suffix: str = "c") -> Envelope:
     created = event_type == "account.created.v1"
     event = AccountEvent(
         event_type=event_type, event_id=f"evt-{account}-{suffix}",
         occurred_at=T0 + timedelta(minutes=minutes), account_id=account,
         display_name=f"Person {account}" if created else None,
         username=f"user_{account}" if created else None,
-        email_domain=f"{account}-mail.example.org" if created else None, signup_ip=ip if created else None,
+        email_domain=f"{account}-mail.example.org" if created else None,
+        signup_ip=ip if created else None,
         device_id=(device or f"dev-{account}") if created else None,
         country="US" if created else None, bio="" if created else None, links=links,
     )
