@@ -356,6 +356,8 @@ def create_app(settings: Settings, engine: Engine,
         data = images.get(sha256)
         fmt = formats.get(sha256) if data is not None else None
         if data is not None and sha256 not in formats:
+            if len(formats) >= 50_000:
+                formats.clear()
             fmt = formats[sha256] = _decoded_format(data, settings.avatars.max_pixels)
         headers = {"Content-Security-Policy": IMAGE_CSP, "X-Content-Type-Options": "nosniff",
                    "Cache-Control": "private, max-age=3600",

@@ -66,7 +66,12 @@ def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
         publisher = OutboxPublisher(engine, settings.kafka.bootstrap,
                                     settings.kafka.topic_decisions,
                                     settings.review.publish_interval_s)
-        hooks = (publisher.start, publisher.stop)
+        def stop_publisher() -> None:
+            assert publisher is not None
+            publisher.stop()
+            publisher.join(timeout=20)
+
+        hooks = (publisher.start, stop_publisher)
     app = create_app(settings, engine, on_decision=publisher.wake if publisher else None,
                      lifespan_hooks=hooks)
     uvicorn.run(app, host=args.host or settings.review.host, port=args.port or

@@ -128,18 +128,18 @@ class OutboxPublisher(threading.Thread):
         self.topic = topic
         self.interval_s = interval_s
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._sink: KafkaDecisionSink | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self._wake.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 if self._sink is None:
                     self._sink = KafkaDecisionSink(self.bootstrap, self.topic)

@@ -95,3 +95,29 @@ def test_reviewer_decision_reaches_topic_after_kafka_outage(
         published = conn.execute(sa.select(decisions.c.published_at)
                                  .where(decisions.c.source == "reviewer")).scalars().all()
     assert len(published) == 2 and all(p is not None for p in published)
+
+
+def test_publisher_thread_sends_decisions_as_they_are_made(
+        fresh_database_url: str, kafka_bootstrap: str, kafka_topics) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.review.outbox import OutboxPublisher
+
+    topic = kafka_topics({"enforcement.decisions": 1})["enforcement.decisions"]
+    upgrade(fresh_database_url)
+    engine = make_engine(fresh_database_url)
+    seed_items(engine, 1)
+    service = ReviewService(engine, Settings(database={"url": fresh_database_url}))
+    publisher = OutboxPublisher(engine, kafka_bootstrap, topic, interval_s=30.0)
+    publisher.start()
+    try:
+        lead = Reviewer(2, "lena", "lead")
+        item = service.claim(lead, "accounts")
+        assert item is not None
+        result = service.decide(lead, item, "clear", "honest account")
+        publisher.wake()
+        records = _read(kafka_bootstrap, topic, 1, timeout=30)
+    finally:
+        publisher.stop()
+        publisher.join(timeout=30)
+    assert [r["decision_id"] for r in records] == list(result.decision_ids)
+    assert records[0]["evidence"]["reviewer_role"] == "lead"
+    assert unpublished_count(engine) == 0
