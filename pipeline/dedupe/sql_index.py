@@ -1,9 +1,11 @@
 """The hash index in the database (``photo_hashes``): PostgreSQL in production, SQLite embedded.
 
-A search is one statement per query hash: the three band indexes are probed with every band
-value within the probe radius (``BandPlan.probes``), PostgreSQL combines them with a BitmapOr,
-and the few candidates are verified here by popcount. ``PostgresHashIndex`` adds a COPY path
-for bulk loads (the bank, benchmarks); everything else is shared and works on both dialects.
+A search is one statement for all its query hashes: the three band indexes are probed with every
+band value within the probe radius (``BandPlan.probes``), PostgreSQL combines them with a
+BitmapOr, and the few candidates are verified here by popcount. On PostgreSQL the statement is a
+server-side prepared statement taking arrays (one round trip, no per-call planning).
+``PostgresHashIndex`` adds a COPY path for bulk loads (the bank, benchmarks); everything else is
+shared and works on both dialects.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pipeline.dedupe.bands import from_signed64, hamming, to_signed64
+from pipeline.dedupe.bands import BandPlan, from_signed64, hamming, to_signed64
 from pipeline.dedupe.index import (
     BANDS,
     HashHit,
@@ -56,22 +58,71 @@ def _search_statement() -> sa.Select[Any]:
 
 _SEARCH = _search_statement()
 
+PG_STATEMENT = "unmask_dedupe_search"
+"""Name of the server-side prepared search statement (one per PostgreSQL session)."""
+_PG_PREPARE = (
+    f"PREPARE {PG_STATEMENT}(text, integer[], integer[], integer[]) AS "
+    "SELECT photo_id, kind, value FROM photo_hashes "
+    "WHERE family = $1 AND (b0 = ANY($2) OR b1 = ANY($3) OR b2 = ANY($4))"
+)
+_PG_EXECUTE = f"EXECUTE {PG_STATEMENT}(%s, %s, %s, %s)"
+
+
+def _band_probes(plan: BandPlan, queries: Sequence[int]) -> list[list[int]]:
+    """Every probe value of every query, per band, deduplicated (one statement for all)."""
+    per_band: list[set[int]] = [set() for _ in range(BANDS)]
+    for q in queries:
+        for i, values in enumerate(plan.probes(q)):
+            per_band[i].update(values)
+    return [sorted(values) for values in per_band]
+
+
+def _candidates(conn: Connection, family: str, probes: list[list[int]]
+                ) -> list[tuple[str, str, int]]:
+    """Rows ``(photo_id, kind, signed value)`` sharing a probed band value: one round trip.
+
+    On PostgreSQL the statement is prepared once per session (tracked in the pooled connection's
+    ``info``, which lives as long as the DBAPI connection) and run with array parameters on the
+    caller's DBAPI connection, inside the caller's transaction: no SQL compilation, no planning
+    of a literal list, one round trip. Elsewhere it is the SQLAlchemy statement.
+    """
+    if conn.dialect.name != "postgresql":
+        params: dict[str, Any] = {"family": family}
+        for i, values in enumerate(probes):
+            params[f"p{i}"] = values
+        return [(r[0], r[1], int(r[2])) for r in conn.execute(_SEARCH, params)]
+    pooled = conn.connection
+    cursor = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if not pooled.info.get(PG_STATEMENT):
+            cursor.execute(_PG_PREPARE)
+            pooled.info[PG_STATEMENT] = True
+        cursor.execute(_PG_EXECUTE, (family, *probes))
+        return [(r[0], r[1], int(r[2])) for r in cursor.fetchall()]
+    finally:
+        cursor.close()
+
 
 def search_in(conn: Connection, radius: int, family: str, queries: Sequence[int],
               max_radius: int | None = None) -> list[HashHit]:
-    """Every stored hash of ``family`` within ``radius`` bits of each query, using ``conn``."""
+    """Every stored hash of ``family`` within ``radius`` bits of each query, using ``conn``.
+
+    All queries go to the database in one statement; the candidates are verified here by
+    popcount against every query.
+    """
+    if not queries:
+        return []
     plan = plan_for(radius if max_radius is None else max_radius)
+    rows = _candidates(conn, family, _band_probes(plan, queries))
     hits = []
-    for position, q in enumerate(queries):
-        params: dict[str, Any] = {"family": family}
-        for i, values in enumerate(plan.probes(q)):
-            params[f"p{i}"] = list(values)
-        seen: set[tuple[str, str]] = set()
-        for photo_id, kind, value in conn.execute(_SEARCH, params):
-            if (photo_id, kind) in seen:
-                continue
-            seen.add((photo_id, kind))
-            d = hamming(q, from_signed64(int(value)))
+    seen: set[tuple[str, str]] = set()
+    for photo_id, kind, value in rows:
+        if (photo_id, kind) in seen:
+            continue
+        seen.add((photo_id, kind))
+        stored = from_signed64(value)
+        for position, q in enumerate(queries):
+            d = hamming(q, stored)
             if d <= radius:
                 hits.append(HashHit(photo_id, kind, d, position))
     return sort_hits(hits)
