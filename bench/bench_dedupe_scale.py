@@ -114,7 +114,6 @@ def measure(n: int, args: argparse.Namespace, rng: np.random.Generator) -> dict[
         return set(ids[lims[0]:lims[1]].tolist())
 
     out["faiss_flat"] = timed(queries[:50], lambda q: faiss_flat(position[q]), expect[:50])
-    del flat
     t = time.perf_counter()
     mih = faiss.IndexBinaryMultiHash(64, RADIUS + 1, 12)
     mih.nflip = 0
@@ -126,7 +125,6 @@ def measure(n: int, args: argparse.Namespace, rng: np.random.Generator) -> dict[
         return set(ids[lims[0]:lims[1]].tolist())
 
     out["faiss_multihash"] = timed(queries, lambda q: faiss_mih(position[q]), expect)
-    del mih
 
     if n <= 1_000_000:
         mem = InMemoryHashIndex(RADIUS)
