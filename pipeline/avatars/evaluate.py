@@ -157,6 +157,36 @@ def evaluate_records(
     }
 
 
+def _fmt(value: Any, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%" if percent else f"{value:.4f}"
+
+
+def markdown_tables(result: dict[str, Any]) -> str:
+    """Render an ``evaluate_records`` result as Markdown tables (one row per group)."""
+    lines: list[str] = []
+    for condition, body in result.items():
+        lines += [
+            f"**{condition}**",
+            "",
+            "| group | n fake | n real | ROC AUC | TPR @ 1% FPR | TPR @ thr | FPR @ thr |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        rows = [("overall", body["overall"])]
+        rows += [(f"source `{k}`", v) for k, v in body["per_source"].items()]
+        generators = body["per_generator"].items()
+        rows += [(f"generator: {k}", v) for k, v in generators if not k.startswith("real")]
+        for name, row in rows:
+            lines.append(
+                f"| {name} | {row['n_fake']} | {row['n_real']} | {_fmt(row['auc'])} "
+                f"| {_fmt(row['tpr_at_1pct_fpr'], True)} | {_fmt(row['tpr_at_threshold'], True)} "
+                f"| {_fmt(row['fpr_at_threshold'], True)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate the committed model on its held-out sources and print the JSON report."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.avatars.evaluate")
@@ -164,8 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shared-dir", default=None)
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    parser.add_argument(
+        "--markdown-from-manifest",
+        action="store_true",
+        help="print the metrics stored in manifest.json as Markdown tables, score nothing",
+    )
     args = parser.parse_args(argv)
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
+    if args.markdown_from_manifest:
+        key = "heldout_test" if args.split == "test" else "validation"
+        print(markdown_tables(manifest["metrics"][key]))
+        return 0
     spec = PreprocessSpec.from_manifest(manifest)
     training = manifest["training"]
     split = ds.split_by_source(

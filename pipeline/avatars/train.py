@@ -264,6 +264,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="save the torch state_dict here after every epoch",
     )
+    parser.add_argument(
+        "--init-checkpoint",
+        type=Path,
+        default=None,
+        help="start from this torch state_dict (with --epochs 0: only calibrate/export/evaluate)",
+    )
+    parser.add_argument(
+        "--start-epoch",
+        type=int,
+        default=0,
+        help="epoch index to continue from (fresh augmentation draws after --init-checkpoint)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop after this many epochs; the learning-rate schedule still spans --epochs",
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=6)
@@ -308,19 +326,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = PreprocessSpec(args.input_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
     t0 = time.monotonic()
-    train_images = [ds.load_image(r.path, ds.MAX_CACHED_SIDE) for r in split.train]
+    train_records = split.train if args.epochs > 0 else []
+    train_images = [ds.load_image(r.path, ds.MAX_CACHED_SIDE) for r in train_records]
     val_images = [ds.load_image(r.path, ds.MAX_CACHED_SIDE) for r in split.val]
     print(f"decoded in {time.monotonic() - t0:.1f}s", flush=True)
 
     model = LiteDetector()
     if not args.no_pretrained:
         print(f"loaded {model.load_lite0_imagenet(lite0_imagenet_state())} pretrained tensors")
-    data = AugmentedFaces(train_images, [r.label for r in split.train], spec, args)
+    if args.init_checkpoint is not None:
+        model.load_state_dict(torch.load(args.init_checkpoint, map_location="cpu"))
+    data = AugmentedFaces(train_images, [r.label for r in train_records], spec, args)
     sampler = torch.utils.data.WeightedRandomSampler(
-        sampling_weights(split.train),
+        sampling_weights(train_records) or [1.0],
         args.samples_per_epoch,
         replacement=True,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=torch.Generator().manual_seed(args.seed + args.start_epoch),
     )
     loader = DataLoader(
         data,
@@ -332,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = args.epochs * (args.samples_per_epoch // args.batch_size)
-    warmup = min(100, steps // 10)
+    warmup = max(1, min(100, steps // 10))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (
@@ -344,8 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     loss_fn = nn.BCEWithLogitsLoss()
     val_labels = np.array([r.label for r in split.val])
     history: list[dict[str, float]] = []
-    for epoch in range(args.epochs):
-        data.epoch = epoch
+    for epoch in range(min(args.epochs, args.stop_after or args.epochs)):
+        data.epoch = args.start_epoch + epoch
         model.train()
         t0 = time.monotonic()
         total, n = 0.0, 0
@@ -357,11 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             schedule.step()
             total += float(loss.detach()) * len(y)
             n += len(y)
+            if (n // len(y)) % 25 == 0:
+                print(f"  epoch {epoch + 1} step {n // len(y)} loss {total / n:.4f}", flush=True)
         val_scores = torch_scores(model, val_images, spec)
         val_auc = ev.roc_auc(val_labels, val_scores)
         history.append(
             {
-                "epoch": epoch + 1,
+                "epoch": args.start_epoch + epoch + 1,
                 "loss": total / max(1, n),
                 "val_auc": val_auc,
                 "seconds": time.monotonic() - t0,
