@@ -124,6 +124,7 @@ def create_app(settings: Settings, engine: Engine,
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["age"] = age_words
     formats: dict[str, str | None] = {}
+    throttle = auth.LoginThrottle()
     notify = on_decision or (lambda: None)
 
     @app.middleware("http")
@@ -239,7 +240,14 @@ def create_app(settings: Settings, engine: Engine,
         username = str(form.get("username") or "")[:64]
         password = str(form.get("password") or "")
         target = _safe_next(str(form.get("next") or "/"))
+        if throttle.blocked(username):
+            with engine.begin() as conn:
+                audit.record(conn, username or "-", "login_throttled",
+                             subject=f"reviewer:{username}")
+            return render(request, "login.html", None, status=429, next=target,
+                          error="Too many failed attempts. Wait a few minutes.")
         reviewer = auth.authenticate(engine, username, password)
+        throttle.record(username, ok=reviewer is not None)
         with engine.begin() as conn:
             audit.record(conn, reviewer or username or "-",
                          "login" if reviewer else "login_failed",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+import threading
+import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -102,3 +104,37 @@ def csrf_matches(expected: str | None, given: str | None) -> bool:
     if not expected or not given:
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+class LoginThrottle:
+    """Refuses sign-in for a user name after ``limit`` failures within ``window_s`` seconds.
+
+    Per process and in memory (a restart forgets it); failures are audited regardless.
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 900.0, max_names: int = 10_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_names = max_names
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, username: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._failures.get(username, ()) if now - t < self.window_s]
+            if recent:
+                self._failures[username] = recent
+            else:
+                self._failures.pop(username, None)
+            return len(recent) >= self.limit
+
+    def record(self, username: str, ok: bool, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if ok:
+                self._failures.pop(username, None)
+                return
+            if len(self._failures) >= self.max_names and username not in self._failures:
+                self._failures.clear()
+            self._failures.setdefault(username, []).append(now)

@@ -221,3 +221,20 @@ def test_lead_bulk_decides_a_cluster_and_closes_open_items(world) -> None:  # ty
     assert open_cluster == "decided"
     queues = {q["queue"]: q for q in client.get("/api/queues").json()["queues"]}
     assert queues["clusters"]["depth"] == 0 and "escalated" in queues
+
+
+def test_repeated_wrong_passwords_lock_the_name_for_a_while(world) -> None:  # type: ignore[no-untyped-def]
+    client, engine, _show = world
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+    assert token
+    form = {"username": "lena", "csrf_token": token.group(1)}
+    for _ in range(5):
+        assert client.post("/login", data={**form, "password": "guess guess"}).status_code == 401
+    r = client.post("/login", data={**form, "password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 429
+    assert client.get("/api/me").status_code == 401
+    with engine.connect() as conn:
+        actions = conn.execute(sa.select(review_audit.c.action).where(
+            review_audit.c.subject == "reviewer:lena").order_by(review_audit.c.id)
+        ).scalars().all()
+    assert actions[-6:] == ["login_failed"] * 5 + ["login_throttled"]

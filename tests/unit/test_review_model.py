@@ -130,3 +130,18 @@ def test_image_store_is_content_addressed(tmp_path: Path) -> None:
     assert store.get("0" * 64) is None
     with pytest.raises(ValueError):
         store.path_for("ABC")
+
+
+def test_login_throttle_blocks_after_repeated_failures() -> None:
+    from pipeline.review.auth import LoginThrottle
+
+    throttle = LoginThrottle(limit=3, window_s=60)
+    for t in range(3):
+        assert not throttle.blocked("alice", now=float(t))
+        throttle.record("alice", ok=False, now=float(t))
+    assert throttle.blocked("alice", now=10.0)
+    assert not throttle.blocked("bob", now=10.0)
+    assert not throttle.blocked("alice", now=100.0)
+    throttle.record("alice", ok=False, now=100.0)
+    throttle.record("alice", ok=True, now=101.0)
+    assert not throttle.blocked("alice", now=102.0)
