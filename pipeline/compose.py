@@ -19,9 +19,10 @@ def build_stages(settings: Settings, engine: Engine) -> list[Stage]:
     from pipeline.decide.stage import DecideStage
     from pipeline.dedupe.stage import DedupeStage
     from pipeline.signals.stage import SignalStage
+    from pipeline.store.images import ImageStore
 
     return [
-        AvatarStage(engine, settings),
+        AvatarStage(engine, settings, images=ImageStore(settings.review.image_dir)),
         DedupeStage(engine, settings),
         SignalStage(engine, settings),
         DecideStage(engine, settings),

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--db", default=None, help="default: a fresh SQLite file in a temp dir")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--serve", action="store_true", help="then serve the review page on it")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("services", help="start, stop or show the local Kafka and PostgreSQL")
@@ -144,7 +145,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.stream.demo import run_demo
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="unmask-demo-"))
-    return run_demo(settings, workdir, args.accounts, args.days, args.seed, args.db)
+    return run_demo(settings, workdir, args.accounts, args.days, args.seed, args.db, args.serve)
 
 
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:

@@ -38,6 +38,7 @@ def run_demo(
     from pipeline.stream.embedded import EmbeddedRunner, read_jsonl
 
     workdir.mkdir(parents=True, exist_ok=True)
+    settings.review.image_dir = workdir / "images"
     faces = shared_faces_dir()
     avatar_dir = workdir / "avatars"
     sim = Simulation(
@@ -110,4 +111,25 @@ def run_demo(
     for cluster_id, n in clusters:
         print(f"  cluster {cluster_id}: {n} accounts")
     print(f"\nevents: {events_path}\ndatabase: {url}")
+    if serve:
+        serve_review(settings, url)
     return 0
+
+
+def serve_review(settings: Settings, url: str) -> None:
+    """Serve the review page over the demo's database, with a one-off demo reviewer."""
+    import secrets
+
+    import uvicorn
+
+    from pipeline.review.app import create_app
+    from pipeline.review.auth import create_reviewer
+    from pipeline.store.db import make_engine
+
+    engine = make_engine(url)
+    password = secrets.token_urlsafe(12)
+    name = f"demo-{secrets.token_hex(3)}"
+    create_reviewer(engine, name, password, "lead", created_by="demo")
+    host, port = settings.review.host, settings.review.port
+    print(f"\nreview page: http://{host}:{port}/  (user {name}, password {password}); Ctrl-C stops")
+    uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="warning")
