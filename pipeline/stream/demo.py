@@ -25,7 +25,13 @@ def shared_faces_dir() -> Path | None:
 
 
 def run_demo(
-    settings: Settings, workdir: Path, accounts: int, days: float, seed: int, db: str | None
+    settings: Settings,
+    workdir: Path,
+    accounts: int,
+    days: float,
+    seed: int,
+    db: str | None,
+    serve: bool = False,
 ) -> int:
     from tqdm import tqdm
 
