@@ -43,6 +43,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--hashes", action="store_true", help="also print the perceptual hashes")
     p.set_defaults(func=cmd_score)
 
+    p = sub.add_parser(
+        "train-detector",
+        help="train the AI-face detector and export it to ONNX (needs the `train` extra)",
+        add_help=False,
+    )
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train_detector)
+
+
+def cmd_train_detector(args: argparse.Namespace, settings: Settings) -> int:
+    """Hand the arguments to ``pipeline.avatars.train.main`` (torch is imported only here)."""
+    try:
+        from pipeline.avatars import train
+    except ImportError as error:
+        print(f"train-detector needs the train extra (pip install -e '.[train]'): {error}",
+              file=sys.stderr)
+        return 2
+    return int(train.main(args.train_args) or 0)
+
 
 def read_local(path: Path, max_bytes: int) -> bytes:
     """The bytes of a regular file of at most ``max_bytes``; raises :class:`AvatarRefused`."""
