@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         add_help=False,
     )
     p.add_argument("train_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_train_detector)
+    p.set_defaults(func=cmd_train_detector, pass_through=True)
 
 
 def cmd_train_detector(args: argparse.Namespace, settings: Settings) -> int:
