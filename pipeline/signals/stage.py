@@ -42,6 +42,11 @@ MAX_BINDING = 8
 POPULATION = ("_accounts", "")
 """Counter of account creations, the population the rarity weights are relative to."""
 MAX_EVIDENCE = 10
+OPEN_END = 2**62
+"""Last bucket of every count read: a window reaches from ``t_end - long window`` to whatever is
+stored, not just to ``t_end``. A partition processed behind the others (a lagging or restarted
+worker) must count the accounts of partitions processed ahead of it, exactly as ``partners``
+finds them, or it misses links a single in-order worker would make (docs/scaling.md)."""
 _RETRY_PGCODES = frozenset({"40P01", "40001"})
 
 
@@ -192,9 +197,9 @@ class SignalStage:
         repo.insert_account_features(conn, feature_rows)
 
         end_dt = datetime.fromtimestamp(t_end, UTC)
-        first, last = window_range(end_dt, self._long_h, long_w)
+        first, _last = window_range(end_dt, self._long_h, long_w)
         all_keys = {(f.kind, f.value) for a in accounts.values() for f in a.features}
-        counts = repo.read_counts(conn, all_keys | {POPULATION}, long_w, first, last)
+        counts = repo.read_counts(conn, all_keys | {POPULATION}, long_w, first, OPEN_END)
         population = counts.get(POPULATION, 1)
         weights = {k: rarity_weight(k[0], counts.get(k, 1), population) for k in all_keys}
         heavy = [
@@ -412,8 +417,8 @@ class SignalStage:
         unknown = {(k, v) for rows in shared.values() for k, v, _l, _n in rows} - set(weights)
         if unknown:
             long_w = width_for(self._long_h, self._fine_s)
-            first, last = window_range(datetime.fromtimestamp(t_end, UTC), self._long_h, long_w)
-            counts = repo.read_counts(conn, unknown | {POPULATION}, long_w, first, last)
+            first, _last = window_range(datetime.fromtimestamp(t_end, UTC), self._long_h, long_w)
+            counts = repo.read_counts(conn, unknown | {POPULATION}, long_w, first, OPEN_END)
             population = counts.get(POPULATION, 1)
             weights = dict(weights)
             weights.update({k: rarity_weight(k[0], counts.get(k, 1), population) for k in unknown})

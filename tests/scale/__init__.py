@@ -1,0 +1,1 @@
+"""Scale-out suite: several workers in one consumer group against the real broker and database."""
