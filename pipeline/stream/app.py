@@ -83,6 +83,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
     dlq_topic = app.topic(k.topic_dlq, **as_json)
     chain = [k.topic_validated, k.topic_scored, k.topic_matched, k.topic_signals]
     topics = [app.topic(name, **as_json) for name in chain]
+    sources = [app.topic(name, **raw) for name in chain]
     decisions_topic = app.topic(k.topic_decisions, **as_json)
 
     async def send_all(sends: list[Awaitable[Any]]) -> None:
@@ -134,9 +135,9 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                 dead: list[dict[str, Any]] = []
                 for value in values:
                     try:
-                        envelopes.append(Envelope.from_dict(value))
-                    except (KeyError, TypeError, ValueError) as exc:
-                        raw_value = json.dumps(value, default=str).encode()
+                        envelopes.append(Envelope.from_dict(json.loads(value)))
+                    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+                        raw_value = value if isinstance(value, bytes) else str(value).encode()
                         dead.append(
                             dead_letter(
                                 raw_value,
@@ -210,6 +211,6 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         ids = [d.decision_id for d in fresh]
         await retry_transient("publish", lambda: decide_stage.mark_published(ids), max_backoff)
 
-    for stage, source, sink in zip(stages, topics, [*topics[1:], None], strict=True):
+    for stage, source, sink in zip(stages, sources, [*topics[1:], None], strict=True):
         stage_agent(stage, source, sink)
     return app
