@@ -71,6 +71,27 @@ def _parse_time(value: str, event_id: str) -> datetime:
     return parsed
 
 
+def _unstorable_text(value: Any) -> str | None:
+    """The first string inside ``value`` that no database can store as text (a NUL character,
+    or a lone surrogate that JSON escapes can smuggle past UTF-8 decoding), else None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list):
+        for item in value:
+            found = _unstorable_text(item)
+            if found is not None:
+                return found
+    return None
+
+
 def parse_event(raw: bytes) -> AccountEvent:
     """Decode and validate one record from ``accounts.events``.
 
@@ -98,6 +119,9 @@ def parse_event(raw: bytes) -> AccountEvent:
             event_id if isinstance(event_id, str) else None,
         )
     validate(event_type, document)
+    if _unstorable_text(document) is not None:
+        raise InvalidEvent("bad_encoding", "text contains NUL or an unpaired surrogate",
+                           document["event_id"])
     occurred_at = _parse_time(document["occurred_at"], document["event_id"])
     links = document.get("links")
     return AccountEvent(

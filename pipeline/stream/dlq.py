@@ -14,6 +14,15 @@ from pipeline.store.db import insert_ignore
 from pipeline.store.tables import dlq_records
 
 
+def _storable(value: str | None, limit: int) -> str | None:
+    """``value`` as text any database column takes: no NUL, no lone surrogate, at most ``limit``
+    characters (refused records carry whatever an attacker put in their key or event_id)."""
+    if value is None:
+        return None
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text[:limit]
+
+
 def dead_letter(
     raw: bytes,
     error: InvalidEvent,
@@ -26,13 +35,13 @@ def dead_letter(
     return {
         "dlq_type": "dead_letter.v1",
         "reason_code": error.code,
-        "detail": error.detail,
+        "detail": _storable(error.detail, 2000),
         "raw_b64": base64.b64encode(raw).decode("ascii"),
         "source_topic": source_topic,
         "source_partition": partition,
         "source_offset": offset,
-        "key": key.decode("utf-8", "replace") if key is not None else None,
-        "event_id": error.event_id,
+        "key": _storable(key.decode("utf-8", "replace"), 255) if key is not None else None,
+        "event_id": _storable(error.event_id, 200),
         "failed_at": datetime.now(UTC).isoformat(),
     }
 

@@ -8,19 +8,24 @@ stages in micro-batches. Re-running a file has no further effect (idempotent on 
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from pipeline import metrics
 from pipeline.decide.stage import DecideStage
 from pipeline.events import InvalidEvent, parse_event
-from pipeline.stages import Stage, run_stage
+from pipeline.stages import Stage, StageUnavailable, run_stage
 from pipeline.stream.dlq import dead_letter, record_dead_letters
 from pipeline.types import Decision, Envelope
+
+log = logging.getLogger(__name__)
+TRANSIENT = (StageUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 @dataclass
@@ -94,9 +99,13 @@ class EmbeddedRunner:
             record_dead_letters(self.engine, dead)
             report.dead_letters.update(d["reason_code"] for d in dead)
         report.valid += len(batch)
+        failed: list[dict[str, Any]] = []
         for stage in self.stages:
             if batch:
-                batch = run_stage(stage, batch)
+                batch = self._guarded(stage, batch, source, failed)
+        if failed:
+            record_dead_letters(self.engine, failed)
+            report.dead_letters.update(d["reason_code"] for d in failed)
         published = []
         for env in batch:
             if env.decision is None:
@@ -111,6 +120,30 @@ class EmbeddedRunner:
                 report.replayed += 1
         if self.decide is not None:
             self.decide.mark_published(published)
+
+    def _guarded(self, stage: Stage, batch: list[Envelope], source: str,
+                 failed: list[dict[str, Any]]) -> list[Envelope]:
+        """``stage.process(batch)``; a batch failing for a non-transient reason is split so that
+        only envelopes failing on their own are dead-lettered (processing_failed), as in the
+        Faust app. Transient (database) failures propagate."""
+        try:
+            return run_stage(stage, batch)
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the run
+            if len(batch) > 1:
+                return [out for env in batch
+                        for out in self._guarded(stage, [env], source, failed)]
+            env = batch[0]
+            log.exception("stage %s failed on event", stage.name,
+                          extra={"event_id": env.event.event_id})
+            metrics.EVENTS_FAILED.labels(source, "processing_failed").inc()
+            failure = InvalidEvent("processing_failed", f"{stage.name}: {exc!r}",
+                                   env.event.event_id)
+            raw = json.dumps(env.to_dict(), default=str).encode()
+            failed.append(dead_letter(raw, failure, f"{source}:{stage.name}", None, None,
+                                      env.event.account_id.encode()))
+            return []
 
 
 def read_jsonl(path: str) -> Iterable[bytes]:
