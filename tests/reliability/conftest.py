@@ -340,9 +340,12 @@ def expected_signal_state(docs: Sequence[dict[str, Any]], secret: str = SECRET,
                           bucket_minutes: int = 10
                           ) -> tuple[Counter[tuple[str, str, int, int]], set[tuple[str, str, str]]]:
     """The window counters and account features that one pass over ``docs`` must leave (events
-    without avatars), computed with the stage's own pure feature extraction."""
+    without avatars, one account.created.v1 per account), computed with the stage's own pure
+    feature extraction: one count per new (account, feature) and one population count per
+    created account, at the fine and the one-day widths."""
     from pipeline.events import parse_event
     from pipeline.signals.features import extract
+    from pipeline.signals.stage import POPULATION
     from pipeline.signals.windows import DAY_SECONDS, epoch
 
     fine = bucket_minutes * 60
@@ -351,6 +354,9 @@ def expected_signal_state(docs: Sequence[dict[str, Any]], secret: str = SECRET,
     for doc in docs:
         ev = parse_event(json.dumps(doc).encode())
         t = epoch(ev.occurred_at)
+        if ev.event_type == "account.created.v1":
+            for width in {fine, DAY_SECONDS}:
+                counts[(*POPULATION, width, t - t % width)] += 1
         for f in extract(ev, None, secret.encode()):
             if (f.kind, f.value) in seen[ev.account_id]:
                 continue
@@ -396,8 +402,9 @@ def assert_exactly_once(pipe: Pipeline, docs: Sequence[dict[str, Any]],
             assert stored_counts == want_counts
         else:
             by_width: Counter[int] = Counter()
-            for (_k, _v, width, _b), c in stored_counts.items():
-                by_width[width] += c
+            for (kind, _v, width, _b), c in stored_counts.items():
+                if kind != "_accounts":
+                    by_width[width] += c
             assert set(by_width.values()) == {len(stored_features)}
         members = Counter(r[0] for r in rows(
             "SELECT cluster_id FROM signal_accounts WHERE cluster_id IS NOT NULL"))
