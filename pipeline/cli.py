@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "pipeline.review.commands",
     "pipeline.sim.commands",
     "pipeline.dedupe.commands",
+    "pipeline.retention_commands",
 )
 
 
