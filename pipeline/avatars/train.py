@@ -51,7 +51,7 @@ RESAMPLERS = (
 )
 
 
-class MBConv(nn.Module):
+class MBConv(nn.Module):  # type: ignore[misc,unused-ignore]
     """Inverted residual block of EfficientNet-Lite (ReLU6, no squeeze-excitation)."""
 
     def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int) -> None:
@@ -75,7 +75,7 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
-class LiteDetector(nn.Module):
+class LiteDetector(nn.Module):  # type: ignore[misc,unused-ignore]
     """EfficientNet-Lite0 backbone with a single-logit head (probability of AI-generated)."""
 
     def __init__(self, dropout: float = 0.2) -> None:
@@ -172,7 +172,7 @@ def augment(image: Image.Image, rng: random.Random, args: argparse.Namespace) ->
         return reopened.convert("RGB")
 
 
-class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):  # type: ignore[misc,unused-ignore]
     """Decoded images held in memory; every ``__getitem__`` draws a fresh seeded augmentation."""
 
     def __init__(
@@ -226,7 +226,7 @@ def torch_scores(
 def export_onnx(model: nn.Module, spec: PreprocessSpec, path: Path) -> None:
     """Export with input ``image`` (N,3,S,S) and output ``prob_fake`` (N,), dynamic batch."""
 
-    class WithSigmoid(nn.Module):
+    class WithSigmoid(nn.Module):  # type: ignore[misc,unused-ignore]
         def __init__(self, inner: nn.Module) -> None:
             super().__init__()
             self.inner = inner
@@ -379,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             total += float(loss.detach()) * len(y)
             n += len(y)
             if (n // len(y)) % 25 == 0:
-                print(f"  epoch {epoch + 1} step {n // len(y)} loss {total / n:.4f}", flush=True)
+                step = n // len(y)
+                print(f"  epoch {args.start_epoch + epoch + 1} step {step} loss {total / n:.4f}")
         val_scores = torch_scores(model, val_images, spec)
         val_auc = ev.roc_auc(val_labels, val_scores)
         history.append(
