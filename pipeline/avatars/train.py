@@ -380,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             n += len(y)
             if (n // len(y)) % 25 == 0:
                 step = n // len(y)
-                print(f"  epoch {args.start_epoch + epoch + 1} step {step} loss {total / n:.4f}")
+                line = f"  epoch {args.start_epoch + epoch + 1} step {step} loss {total / n:.4f}"
+                print(line, flush=True)
         val_scores = torch_scores(model, val_images, spec)
         val_auc = ev.roc_auc(val_labels, val_scores)
         history.append(
