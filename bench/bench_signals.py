@@ -1,14 +1,19 @@
 """Benchmark of the signals stage on a simulated stream: detection quality, latency, throughput.
 
-Runs ``SignalStage`` over ``pipeline.sim`` events in micro-batches against a fresh database
-(PostgreSQL from ``UNMASK_TEST_DATABASE_URL`` by default, or ``--db sqlite``). The avatar and
-dedupe stages are stood in for from the ground truth: AI faces score >= 0.5 with probability
-0.9, real photos with 0.015; accounts showing a photo already seen on another account get a
-reused-photo match to it. An account counts as flagged at the end of the first batch after
+Runs ``SignalStage`` then ``DecideStage`` (``pipeline.stages.run_stage``, as the runners do) over
+``pipeline.sim`` events in micro-batches against a fresh database (PostgreSQL from
+``UNMASK_TEST_DATABASE_URL`` by default, or ``--db sqlite``). A baseline measured in the same run,
+on the same database, inserts the same batches as one multi-row ``INSERT`` each into a bare table
+(``bench_baseline``: event id + JSON payload): the throughput ratio is stage events/s over it.
+The avatar and dedupe stages are stood in for from the ground truth: AI faces score >= 0.5
+with probability 0.9, real photos with 0.015; accounts showing a photo already seen on another
+account get a reused-photo match to it. An account counts as flagged at the end of the first batch after
 which its cluster scores >= ``--flag-threshold``; latency is in event time (the simulated
 clock), measured from its creation and from its latest event before the flag.
 
     .venv/bin/python bench/bench_signals.py --accounts 50000 --days 30 --seed 7
+    .venv/bin/python bench/bench_signals.py --accounts 5000 --days 3 --batch 1000 --max-span-s 0 \
+        --profile /tmp/signals.html      # pyinstrument profile of the stages (dev dependency)
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.decide.stage import DecideStage  # noqa: E402
 from pipeline.events import parse_event  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.signals.stage import SignalStage  # noqa: E402
 from pipeline.sim.generate import Simulation, _h  # noqa: E402
+from pipeline.stages import run_stage  # noqa: E402
 from pipeline.store.db import make_engine  # noqa: E402
 from pipeline.store.migrate import upgrade  # noqa: E402
 from pipeline.store.signal_tables import signal_accounts  # noqa: E402
@@ -78,6 +85,36 @@ class AvatarStandIn:
         return AvatarResult(status="scored", score=score, hashes={"phash": phash}), matches
 
 
+def aggregate_errors(conn: sa.Connection) -> list[str]:
+    """Running cluster counters and feature counts that differ from a recount of the members."""
+    errors = []
+    recount = {
+        r[0]: tuple(int(x) for x in r[1:])
+        for r in conn.execute(sa.text(
+            "SELECT cluster_id, count(*), sum(CASE WHEN ai_face THEN 1 ELSE 0 END), "
+            "sum(CASE WHEN reused_photo THEN 1 ELSE 0 END), sum(CASE WHEN burst THEN 1 ELSE 0 END) "
+            "FROM signal_accounts WHERE cluster_id IS NOT NULL GROUP BY cluster_id"))
+    }
+    stored = {
+        r[0]: tuple(int(x) for x in r[1:])
+        for r in conn.execute(sa.text(
+            "SELECT cluster_id, size, ai_faces, reused_photos, burst_members FROM signal_clusters"))
+    }
+    if recount != stored:
+        bad = [c for c in set(recount) | set(stored) if recount.get(c) != stored.get(c)]
+        errors.append(f"{len(bad)} clusters' counters differ from their members, e.g. {bad[:3]}")
+    features = set(conn.execute(sa.text(
+        "SELECT a.cluster_id, f.kind, f.value, count(*) FROM signal_account_features f "
+        "JOIN signal_accounts a ON a.account_id = f.account_id "
+        "WHERE a.cluster_id IS NOT NULL GROUP BY a.cluster_id, f.kind, f.value")).all())
+    kept = set(conn.execute(sa.text(
+        "SELECT cluster_id, kind, value, members FROM signal_cluster_features")).all())
+    if features != kept:
+        errors.append(f"cluster feature counts: {len(features - kept)} missing/wrong, "
+                      f"{len(kept - features)} extra")
+    return errors
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=50_000)
@@ -93,7 +130,10 @@ def main() -> int:
     ap.add_argument("--long-window-hours", type=float, default=168.0)
     ap.add_argument("--flag-threshold", type=float, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--no-decide", action="store_true", help="run the signals stage only")
+    ap.add_argument("--profile", type=Path, default=None, help="pyinstrument HTML of the stages")
     args = ap.parse_args()
+    load_before = os.getloadavg()
 
     settings = Settings()
     settings.signals.windows_hours = [1.0, 24.0, args.long_window_hours]
@@ -107,6 +147,19 @@ def main() -> int:
         upgrade(url)
         engine = make_engine(url)
         stage = SignalStage(engine, settings)
+        decide = None if args.no_decide else DecideStage(engine, settings)
+        baseline = sa.Table(
+            "bench_baseline", sa.MetaData(), sa.Column("event_id", sa.Text, primary_key=True),
+            sa.Column("payload", sa.JSON, nullable=False),
+        )
+        baseline.create(engine)
+        profiler = None
+        if args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler()
+        base_s = decide_s = 0.0
+        decided: dict[str, tuple[float, float]] = {}
         stand_in = AvatarStandIn(args.seed)
         created: dict[str, float] = {}
         last_event: dict[str, float] = {}
@@ -117,12 +170,31 @@ def main() -> int:
         scores_by_cluster: dict[str, float] = {}
 
         def flush() -> None:
-            nonlocal stage_s, n_events
+            nonlocal stage_s, n_events, base_s, decide_s
+            rows = [{"event_id": e.event.event_id, "payload": e.event.to_dict()} for e in batch]
             t0 = time.perf_counter()
-            out = stage.process(batch)
-            stage_s += time.perf_counter() - t0
+            with engine.begin() as conn:
+                conn.execute(baseline.insert(), rows)
+            base_s += time.perf_counter() - t0
+            if profiler is not None:
+                profiler.start()
+            t0 = time.perf_counter()
+            out = run_stage(stage, batch)
+            t1 = time.perf_counter()
+            stage_s += t1 - t0
+            if decide is not None:
+                outd = run_stage(decide, out)
+                decide_s += time.perf_counter() - t1
+            if profiler is not None:
+                profiler.stop()
             n_events += len(batch)
             now = max(e.event.occurred_at.timestamp() for e in out)
+            if decide is not None:
+                for e in outd:
+                    d = e.decision
+                    if d is not None and d.action in ("disable", "challenge"):
+                        t_ev = e.event.occurred_at.timestamp()
+                        decided.setdefault(e.event.account_id, (now, t_ev))
             hot = {
                 e.cluster.cluster_id
                 for e in out
@@ -161,6 +233,13 @@ def main() -> int:
         if batch:
             flush()
         wall = time.perf_counter() - wall0
+        if profiler is not None:
+            args.profile.write_text(
+                profiler.output_text(show_all=False) if args.profile.suffix == ".txt"
+                else profiler.output_html()
+            )
+        with engine.connect() as conn:
+            consistency = aggregate_errors(conn)
         engine.dispose()
     finally:
         drop()
@@ -191,6 +270,8 @@ def main() -> int:
             ),
         }
     fp = flagged - campaign
+    acted = set(decided)
+    acted_tp = len(acted & campaign)
     result = {
         "accounts": args.accounts,
         "days": args.days,
@@ -212,9 +293,23 @@ def main() -> int:
         "false_positives": len(fp),
         "false_positive_styles": dict(Counter(truth[a].avatar_kind for a in fp)),
         "per_style": per_style,
+        "disabled_or_challenged": {
+            "accounts": len(acted),
+            "precision": round(acted_tp / len(acted), 5) if acted else None,
+            "recall": round(acted_tp / len(campaign), 5) if campaign else None,
+            "within_10min_of_event": round(
+                sum(1 for a in acted & campaign if decided[a][0] - decided[a][1] <= 600)
+                / len(campaign), 4) if campaign else None,
+        },
         "stage_seconds": round(stage_s, 2),
         "stage_events_per_s": round(n_events / stage_s, 1),
+        "decide_seconds": round(decide_s, 2),
+        "signals_and_decide_events_per_s": round(n_events / (stage_s + decide_s), 1),
+        "baseline_insert_events_per_s": round(n_events / base_s, 1),
+        "ratio_signals_and_decide_to_baseline": round(base_s / (stage_s + decide_s), 4),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "wall_seconds": round(wall, 1),
+        "aggregate_errors": consistency,
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
     text = json.dumps(result, indent=2)

@@ -1,4 +1,5 @@
-"""Signals: rolling-window counts, per-account features, signal accounts, clusters, results.
+"""Signals: rolling-window counts, per-account features, signal accounts, clusters (with running
+member counts and per-cluster feature counts), results.
 
 Revision ID: 0005_signals
 Revises: 0001_foundation
@@ -46,12 +47,23 @@ def upgrade() -> None:
     op.create_table('signal_clusters',
     sa.Column('cluster_id', sa.String(length=64), nullable=False),
     sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('ai_faces', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('reused_photos', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('burst_members', sa.Integer(), server_default='0', nullable=False),
     sa.Column('score', sa.Float(), nullable=False),
     sa.Column('parts', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('binding', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('created_s', sa.BigInteger(), nullable=False),
     sa.Column('updated_s', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('cluster_id', name=op.f('pk_signal_clusters'))
+    )
+    op.create_table('signal_cluster_features',
+    sa.Column('cluster_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=24), nullable=False),
+    sa.Column('value', sa.String(length=200), nullable=False),
+    sa.Column('label', sa.String(length=200), nullable=False),
+    sa.Column('members', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('cluster_id', 'kind', 'value', name=op.f('pk_signal_cluster_features'))
     )
     op.create_table('signal_counts',
     sa.Column('kind', sa.String(length=24), nullable=False),
@@ -85,6 +97,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_signal_counts_bucket')
 
     op.drop_table('signal_counts')
+    op.drop_table('signal_cluster_features')
     op.drop_table('signal_clusters')
     with op.batch_alter_table('signal_accounts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_signal_accounts_cluster_id'))

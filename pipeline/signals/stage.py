@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +48,13 @@ stored, not just to ``t_end``. A partition processed behind the others (a laggin
 worker) must count the accounts of partitions processed ahead of it, exactly as ``partners``
 finds them, or it misses links a single in-order worker would make (docs/scaling.md)."""
 _RETRY_PGCODES = frozenset({"40P01", "40001"})
+
+
+_FLAG_COUNTERS = (
+    ("ai_faces", "ai_face"),
+    ("reused_photos", "reused_photo"),
+    ("burst_members", "burst"),
+)
 
 
 class _Retry(Exception):
@@ -208,31 +215,31 @@ class SignalStage:
             if w >= MIN_LINK_WEIGHT and 1 < counts.get(k, 1) <= self._cfg.max_partners
         ]
         since = t_end - int(self._long_h * 3600)
-        holders: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-        for kind, value, account_id, seen_s in repo.partners(conn, heavy, since):
-            holders[(kind, value)].append((account_id, seen_s))
+        holders: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for kind, value, account_id, _seen_s in repo.partners(conn, heavy, since):
+            holders[(kind, value)].add(account_id)
 
-        evidence: dict[str, dict[str, float]] = {}
+        links: dict[str, dict[str, float]] = {}
         shared: dict[str, dict[str, list[str]]] = {}
         for acc in accounts.values():
             ev: dict[str, float] = defaultdict(float)
-            why: dict[str, list[str]] = defaultdict(list)
-            for f in acc.features:
-                key = (f.kind, f.value)
-                for other, _seen in holders.get(key, ()):
-                    if other != acc.account_id:
-                        ev[other] += weights[key]
-                        why[other].append(f.label)
+            mine = [(f, holders[k]) for f in acc.features if (k := (f.kind, f.value)) in holders]
+            for f, others in mine:
+                w = weights[(f.kind, f.value)]
+                for other in others:
+                    ev[other] += w
             for other in acc.photo_partners:
                 ev[other] += PHOTO_MATCH_WEIGHT
-                why[other].append("reused photo")
-            evidence[acc.account_id] = ev
+            ev.pop(acc.account_id, None)
+            linked = {b: round(x, 3) for b, x in ev.items() if x >= self._cfg.link_threshold}
+            links[acc.account_id] = linked
+            why: dict[str, list[str]] = {}
+            for b in linked:
+                why[b] = [f.label for f, others in mine if b in others]
+                if b in acc.photo_partners:
+                    why[b].append("reused photo")
             shared[acc.account_id] = why
 
-        links: dict[str, dict[str, float]] = {
-            a: {b: round(x, 3) for b, x in ev.items() if x >= self._cfg.link_threshold}
-            for a, ev in evidence.items()
-        }
         partner_ids = {b for ls in links.values() for b in ls}
         known = repo.read_accounts(conn, set(accounts) | partner_ids)
         burst_s = int(self._cfg.burst_minutes * 60)
@@ -261,17 +268,12 @@ class SignalStage:
                 }
             )
 
-        touched = self._merge(conn, accounts, links, account_rows)
-        clusters = self._rescore(conn, touched, t_end, weights)
-
-        members = repo.cluster_of(conn, accounts)
-        missing = {c for c in members.values() if c and c not in clusters}
-        clusters.update(repo.read_clusters(conn, missing))
+        clusters, final = self._merge(conn, accounts, links, account_rows, known, weights, t_end)
         out: dict[str, ClusterSignal] = {}
         result_rows = []
         for env in fresh:
             ev = env.event
-            cid = members.get(ev.account_id)
+            cid = final.get(ev.account_id)
             evid = tuple(
                 {
                     "account_id": b,
@@ -318,8 +320,14 @@ class SignalStage:
         accounts: dict[str, _Account],
         links: dict[str, dict[str, float]],
         account_rows: list[dict[str, Any]],
-    ) -> set[str]:
-        """Union the linked accounts into clusters; returns the ids of clusters that changed."""
+        known: dict[str, dict[str, Any]],
+        weights: dict[tuple[str, str], float],
+        t_end: int,
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str | None]]:
+        """Union the linked accounts into clusters and rescore every cluster the batch touches.
+
+        Returns the rescored cluster rows and the final cluster of every involved account.
+        """
         parent: dict[str, str] = {}
 
         def find(x: str) -> str:
@@ -337,38 +345,46 @@ class SignalStage:
         for x in list(parent):
             groups[find(x)].add(x)
         involved = set(accounts) | set(parent)
+        current = {a: known[a]["cluster_id"] if a in known else None for a in involved}
         postgres = conn.dialect.name == "postgresql"
         for _attempt in range(20):
             nested = conn.begin_nested() if postgres else None
             try:
-                touched = self._merge_once(conn, involved, groups, account_rows, accounts)
+                result = self._merge_once(
+                    conn, current, groups, account_rows, accounts, known, weights, t_end
+                )
             except _Retry:
                 if nested is not None:
                     nested.rollback()
+                    current = repo.cluster_of(conn, involved)
+                    current.update({a: None for a in involved if a not in current})
                     continue
                 raise
             if nested is not None:
                 nested.commit()
-            return touched
+            return result
         raise StageUnavailable("signals: cluster merge kept changing under concurrent workers")
 
     def _merge_once(
         self,
         conn: Connection,
-        involved: set[str],
+        current: dict[str, str | None],
         groups: dict[str, set[str]],
         account_rows: list[dict[str, Any]],
         accounts: dict[str, _Account],
-    ) -> set[str]:
-        current = repo.cluster_of(conn, involved)
+        known: dict[str, dict[str, Any]],
+        weights: dict[tuple[str, str], float],
+        t_end: int,
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str | None]]:
         wanted = {c for c in current.values() if c}
         locked = repo.lock_clusters(conn, wanted)
         if set(locked) != wanted:
             raise _Retry()
-        if repo.cluster_of(conn, involved) != current:
-            raise _Retry()
         repo.upsert_accounts(conn, account_rows)
-        touched = {c for a in accounts if (c := current.get(a))}
+        final: dict[str, str | None] = dict(current)
+        moves: dict[str, str] = {}
+        placement: dict[str, str] = {}
+        created: dict[str, int] = {}
         for members in groups.values():
             if len(members) < 2:
                 continue
@@ -380,40 +396,85 @@ class SignalStage:
                 survivor = existing[0]
             else:
                 survivor = _cluster_id(min(members))
-                repo.save_clusters(
-                    conn,
-                    [
-                        {
-                            "cluster_id": survivor,
-                            "size": 0,
-                            "score": 0.0,
-                            "parts": {},
-                            "binding": [],
-                            "created_s": min(
-                                accounts[m].first_s if m in accounts else 0 for m in members
-                            ),
-                            "updated_s": 0,
-                        }
-                    ],
+                created[survivor] = min(
+                    accounts[m].first_s if m in accounts else int(known[m]["created_s"])
+                    for m in members
                 )
-            repo.repoint_clusters(conn, survivor, existing[1:])
-            loose = sorted(m for m in members if not current.get(m))
-            if repo.attach_unclustered(conn, survivor, loose) != len(loose):
-                raise _Retry()
-            touched.difference_update(existing[1:])
-            touched.add(survivor)
-        return touched
+            for c in existing[1:]:
+                moves[c] = survivor
+            for m in members:
+                if not current.get(m):
+                    placement[m] = survivor
+                final[m] = survivor
+        for a, c in list(final.items()):
+            if c in moves:
+                final[a] = moves[c]
+        repo.repoint_clusters(conn, moves)
+        attached = repo.attach_unclustered(conn, placement)
+        if len(attached) != len(placement):
+            raise _Retry()
+
+        zero = {"size": 0, "ai_faces": 0, "reused_photos": 0, "burst_members": 0}
+        counters: dict[str, dict[str, int]] = {}
+        for cid, row in locked.items():
+            into = counters.setdefault(moves.get(cid, cid), dict(zero))
+            for k in into:
+                into[k] += int(row[k])
+        for cid in created:
+            counters.setdefault(cid, dict(zero))
+        new_flags = {r["account_id"]: r for r in account_rows}
+        feature_adds: dict[tuple[str, str, str], tuple[str, int]] = {}
+
+        def add_features(cid: str, features: Iterable[Feature]) -> None:
+            for f in features:
+                key = (cid, f.kind, f.value)
+                label, n = feature_adds.get(key, (f.label, 0))
+                feature_adds[key] = (label, n + 1)
+
+        partner_features = repo.load_account_features(
+            conn, [a for a in attached if a not in accounts]
+        )
+        for a, cid in final.items():
+            if not cid:
+                continue
+            cnt = counters[cid]
+            if a in attached:
+                cnt["size"] += 1
+                for counter, flag in _FLAG_COUNTERS:
+                    cnt[counter] += int(bool(attached[a][flag]))
+                add_features(
+                    cid, accounts[a].features if a in accounts else partner_features.get(a, set())
+                )
+            elif a in accounts:
+                old = known.get(a)
+                for counter, flag in _FLAG_COUNTERS:
+                    had = bool(old[flag]) if old is not None else False
+                    cnt[counter] += int(had or bool(new_flags[a][flag])) - int(had)
+                add_features(cid, accounts[a].new_features)
+        repo.merge_cluster_features(conn, moves)
+        repo.delete_clusters(conn, moves)
+        repo.add_cluster_features(conn, feature_adds)
+
+        touched = sorted(counters)
+        created_s = {c: int(r["created_s"]) for c, r in locked.items()}
+        created_s.update(created)
+        clusters = self._rescore(conn, touched, counters, created_s, t_end, weights)
+        return clusters, final
 
     # -- scores --------------------------------------------------------------------------------
 
     def _rescore(
-        self, conn: Connection, touched: set[str], t_end: int, weights: dict[tuple[str, str], float]
+        self,
+        conn: Connection,
+        ids: list[str],
+        counters: dict[str, dict[str, int]],
+        created_s: dict[str, int],
+        t_end: int,
+        weights: dict[tuple[str, str], float],
     ) -> dict[str, dict[str, Any]]:
-        if not touched:
+        if not ids:
             return {}
-        ids = sorted(touched)
-        stats = repo.cluster_member_stats(conn, ids)
-        shared = repo.cluster_shared_features(conn, ids)
+        shared = repo.cluster_binding(conn, ids)
         unknown = {(k, v) for rows in shared.values() for k, v, _l, _n in rows} - set(weights)
         if unknown:
             long_w = width_for(self._long_h, self._fine_s)
@@ -423,11 +484,8 @@ class SignalStage:
             weights = dict(weights)
             weights.update({k: rarity_weight(k[0], counts.get(k, 1), population) for k in unknown})
         rows = []
-        existing = repo.read_clusters(conn, ids)
         for cid in ids:
-            st = stats.get(cid)
-            if st is None:
-                continue
+            cnt = counters[cid]
             binding = sorted(
                 (
                     {"kind": k, "label": label, "count": n, "weight": round(weights[(k, v)], 3)}
@@ -437,10 +495,10 @@ class SignalStage:
             )
             strong = [b for b in binding if b["weight"] >= MIN_LINK_WEIGHT]
             cstats = ClusterStats(
-                size=st["size"],
-                ai_faces=st["ai"],
-                reused_photos=st["reused"],
-                burst_members=st["burst"],
+                size=cnt["size"],
+                ai_faces=cnt["ai_faces"],
+                reused_photos=cnt["reused_photos"],
+                burst_members=cnt["burst_members"],
                 promoted_max=max(
                     (b["count"] for b in strong if b["kind"] in PROMOTED_KINDS), default=0
                 ),
@@ -450,11 +508,11 @@ class SignalStage:
             rows.append(
                 {
                     "cluster_id": cid,
-                    "size": st["size"],
+                    **cnt,
                     "score": round(parts.score, 4),
                     "parts": {k: round(v, 4) for k, v in vars(parts).items()},
                     "binding": binding[:MAX_BINDING],
-                    "created_s": int(existing.get(cid, {}).get("created_s", st["first_s"])),
+                    "created_s": created_s.get(cid, t_end),
                     "updated_s": t_end,
                 }
             )

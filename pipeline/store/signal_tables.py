@@ -51,13 +51,31 @@ signal_clusters = sa.Table(
     metadata,
     sa.Column("cluster_id", sa.String(64), primary_key=True),
     sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("ai_faces", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reused_photos", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("burst_members", sa.Integer, nullable=False, server_default="0"),
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("parts", JSONType, nullable=False),
     sa.Column("binding", JSONType, nullable=False),
     sa.Column("created_s", sa.BigInteger, nullable=False),
     sa.Column("updated_s", sa.BigInteger, nullable=False),
 )
-"""Current clusters (merged-away ones are deleted), with score, its parts and binding features."""
+"""Current clusters (merged-away ones are deleted), with score, its parts and binding features.
+
+``size``, ``ai_faces``, ``reused_photos`` and ``burst_members`` are running member counts, kept
+up to date as accounts join, change flags or clusters merge (under the cluster's row lock)."""
+
+signal_cluster_features = sa.Table(
+    "signal_cluster_features",
+    metadata,
+    sa.Column("cluster_id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(24), primary_key=True),
+    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("members", sa.Integer, nullable=False),
+)
+"""Members of each cluster showing each feature value: the binding features without a scan of
+the members (values with ``members >= 2`` bind the cluster)."""
 
 signal_results = sa.Table(
     "signal_results",
