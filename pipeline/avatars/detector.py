@@ -46,9 +46,9 @@ def _open_session(
             session = ort.InferenceSession(
                 str(model_path), _session_options(intra_op_threads), providers=[CUDA, CPU]
             )
-            if session.get_providers()[0] == CUDA:
-                return session
-            log.warning("CUDAExecutionProvider listed but did not initialise; using CPU")
+            if session.get_providers()[0] != CUDA:
+                log.warning("CUDAExecutionProvider listed but did not initialise; using CPU")
+            return session
         except Exception as error:  # noqa: BLE001 - any CUDA start-up failure falls back to CPU
             log.warning("CUDAExecutionProvider failed to start (%s); using CPU", error)
     return ort.InferenceSession(
