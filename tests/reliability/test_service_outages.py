@@ -23,7 +23,7 @@ from .conftest import (
     wait_for,
 )
 
-N_EVENTS = 1200
+N_EVENTS = 1000
 OUTAGE_S = 25.0
 BUSY_LOOP_CPU = 0.25
 """CPU seconds per wall second above which the worker counts as spinning (a busy loop is ~1)."""

@@ -17,7 +17,7 @@ import pytest
 
 from .conftest import assert_exactly_once, assert_topic_decisions, simulated_events, wait_for
 
-N_EVENTS = 3000
+N_EVENTS = 2000
 
 
 @pytest.mark.slow
