@@ -80,8 +80,6 @@ def baseline(events: Path, faces: Path | None, avatar_dir: Path) -> float:
 def kafka_run(
     events: Path, n: int, workers: int, faces: Path | None, avatar_dir: Path, workdir: Path
 ) -> dict[str, float]:
-    from pipeline.stream.produce import produce_file
-
     url = create_database()
     topics = create_topics()
     extra = {}
@@ -95,7 +93,7 @@ def kafka_run(
     try:
         time.sleep(8)  # let the group form before the clock starts
         started = time.time()
-        produce_file(events, env["UNMASK_KAFKA__BOOTSTRAP"], topics["topic_events"])
+        produce_at(events, env["UNMASK_KAFKA__BOOTSTRAP"], topics["topic_events"], rate)
         decisions = read_topic(topics["topic_decisions"], n, timeout=600)
         finished = max(r.timestamp for r in decisions) / 1000 if decisions else time.time()
         inputs = read_topic(topics["topic_events"], n, timeout=60)
@@ -124,6 +122,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--no-avatars", action="store_true")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="events/s to produce at (0: all at once, measures capacity)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="unmask-bench-"))
     events = workdir / "events.jsonl"
@@ -131,7 +135,7 @@ def main() -> None:
     avatar_dir = (workdir / "avatars").resolve()
     avatar_dir.mkdir(exist_ok=True)
     base = baseline(events, faces, avatar_dir)
-    real = kafka_run(events, n, args.workers, faces, avatar_dir, workdir)
+    real = kafka_run(events, n, args.workers, faces, avatar_dir, workdir, args.rate)
     result = {
         "events": n,
         "avatars": faces is not None,
