@@ -131,8 +131,8 @@ def wait_for_group(group: str, members: int, timeout: float = 120) -> float:
     started = time.monotonic()
     try:
         while time.monotonic() - started < timeout:
-            desc = admin.describe_consumer_groups([group])[0]
-            if desc.state == "Stable" and len(desc.members) == members:
+            desc = admin.describe_groups([group])[group]
+            if desc["group_state"] == "Stable" and len(desc["members"]) == members:
                 return time.monotonic() - started
             time.sleep(1)
     finally:
