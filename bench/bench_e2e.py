@@ -77,8 +77,33 @@ def baseline(events: Path, faces: Path | None, avatar_dir: Path) -> float:
     return report.valid / elapsed
 
 
+def produce_at(events: Path, bootstrap: str, topic: str, rate: float) -> None:
+    """Send the file's records at ``rate`` per second (0: as fast as the producer can)."""
+    from kafka import KafkaProducer
+
+    from pipeline.stream.embedded import read_jsonl
+    from pipeline.stream.produce import record_key
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5)
+    started = time.monotonic()
+    for i, raw in enumerate(read_jsonl(str(events))):
+        if rate > 0:
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        producer.send(topic, key=record_key(raw), value=raw)
+    producer.flush()
+    producer.close()
+
+
 def kafka_run(
-    events: Path, n: int, workers: int, faces: Path | None, avatar_dir: Path, workdir: Path
+    events: Path,
+    n: int,
+    workers: int,
+    faces: Path | None,
+    avatar_dir: Path,
+    workdir: Path,
+    rate: float,
 ) -> dict[str, float]:
     url = create_database()
     topics = create_topics()
