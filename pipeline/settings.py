@@ -73,10 +73,15 @@ class AvatarSettings(BaseModel):
 
 
 class DedupeSettings(BaseModel):
-    radius: int = 4
-    """Hamming radius (bits) within which two 64-bit pHashes are the same photo (docs/dedupe.md:
-    4 keeps false matches under 1e-6 of distinct pairs on aligned faces; at most 5 with the
-    3-band index schema before probes grow)."""
+    radius: int = 2
+    """Hamming radius (bits) within which two 64-bit pHashes are the same photo on their own
+    (docs/dedupe.md, matching rule; at most 5 with the 3-band index schema before probes grow)."""
+    verified_radius: int = 4
+    """Hamming radius (bits) of the pHash within which a candidate is the same photo when its
+    PDQ hash also lies within ``pdq_radius`` (at most 5, as ``radius``)."""
+    pdq_radius: int = 80
+    """Hamming radius (bits of 256) of the PDQ check on candidates between ``radius`` and
+    ``verified_radius``; negative turns that clause off."""
     reuse_window_hours: float = 168.0
     """Window in which the same photo on several accounts becomes a cluster signal, hours."""
 
@@ -88,8 +93,11 @@ class SignalSettings(BaseModel):
     """Width of one time bucket of the rolling windows, minutes."""
     retention_days: float = 30.0
     """Buckets and raw events older than this are deleted by the retention job, days."""
-    link_threshold: float = 2.0
-    """Weighted shared evidence above which two accounts are linked."""
+    link_threshold: float = 2.2
+    """Weighted shared evidence at or above which two accounts are linked (rarity weights,
+    docs/clusters.md); above 2.0 so that one shared outlet link alone does not link."""
+    avatar_pair_bonus: float = 1.25
+    """Evidence added to a pair whose two avatars are both AI-generated or reused photos."""
     flag_threshold: float = 0.5
     """Cluster score (0..1) at or above which a cluster's accounts count as flagged (calibrated in docs/clusters.md)."""
     ai_face_threshold: float = 0.5

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from pipeline.dedupe.hashes import compute_hashes
+from pipeline.dedupe.stage import match_rule
 from pipeline.dedupe.store import (
     add_bank_photo,
     decode_bytes,
@@ -91,7 +92,8 @@ def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps({"image": str(path), "error": f"{type(error).__name__}: {error}"}))
                 continue
             with engine.connect() as conn:
-                matches = find_matches(conn, settings.dedupe.radius, hashes, sha256)
+                matches = find_matches(conn, settings.dedupe.radius, hashes, sha256,
+                                       rule=match_rule(settings))
             print(json.dumps({"image": str(path), "sha256": sha256,
                               "matches": [m.to_dict() for m in matches]}))
     finally:

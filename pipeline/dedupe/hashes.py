@@ -9,8 +9,14 @@ Hash kinds (hex strings, most significant bit first):
 
 ``phash`` / ``phash_mirror``
     64-bit DCT pHash (imagehash) of the whole image and of its mirror image.
+``phash_crop5`` / ``phash_crop10`` (and ``_mirror``)
+    64-bit pHash of the centre of the picture with 5% and 10% of each side cut away, and of their
+    mirrors: stored kinds that bring a cropped copy's whole-picture pHash closer.
 ``pdq`` / ``pdq_mirror``
     256-bit PDQ of the whole image and of its mirror image.
+``phash_trim`` / ``phash_trim_mirror``
+    64-bit pHash of the picture with its uniform border cut away, and of its mirror (only when
+    a border was found), so a framed or padded copy is compared as the picture it frames.
 ``face`` / ``face_mirror``
     64-bit pHash of the face region aligned on the eyes (only when the avatar stage found a
     face). A crop, border, rotation or text overlay of the background leaves the aligned face
@@ -34,6 +40,12 @@ from PIL import Image, ImageOps
 HASH_BITS: dict[str, int] = {
     "phash": 64,
     "phash_mirror": 64,
+    "phash_trim": 64,
+    "phash_trim_mirror": 64,
+    "phash_crop5": 64,
+    "phash_crop10": 64,
+    "phash_crop5_mirror": 64,
+    "phash_crop10_mirror": 64,
     "pdq": 256,
     "pdq_mirror": 256,
     "face": 64,
@@ -44,6 +56,12 @@ HASH_BITS: dict[str, int] = {
 FAMILY: dict[str, str] = {
     "phash": "phash",
     "phash_mirror": "phash",
+    "phash_trim": "phash",
+    "phash_trim_mirror": "phash",
+    "phash_crop5": "phash",
+    "phash_crop10": "phash",
+    "phash_crop5_mirror": "phash",
+    "phash_crop10_mirror": "phash",
     "pdq": "pdq",
     "pdq_mirror": "pdq",
     "face": "face",
@@ -51,9 +69,12 @@ FAMILY: dict[str, str] = {
 }
 """Index family of every hash kind: kinds of one family are compared with each other."""
 
-MIRROR_KINDS = frozenset({"phash_mirror", "pdq_mirror", "face_mirror"})
+MIRROR_KINDS = frozenset({"phash_mirror", "phash_trim_mirror", "phash_crop5_mirror",
+                          "phash_crop10_mirror", "pdq_mirror", "face_mirror"})
 """Kinds computed on the mirror image."""
 
+CENTRE_CROPS: dict[str, float] = {"phash_crop5": 0.05, "phash_crop10": 0.10}
+"""Centred crops hashed as stored kinds: share of the width and of the height cut away."""
 FACE_SIZE = 128
 """Side of the aligned face crop that is hashed, pixels."""
 FACE_SIDE_PER_EYE_DISTANCE = 2.6
@@ -62,6 +83,12 @@ FACE_DROP_PER_EYE_DISTANCE = 0.45
 """How far below the eye midpoint the crop centre sits, in eye distances."""
 MAX_SIDE = 512
 """Larger images are shrunk to this side before hashing (both hashes resample far below it)."""
+BORDER_TOLERANCE = 12
+"""A border line may differ from its median colour by this much per channel (0-255 levels)."""
+BORDER_UNIFORM_FRACTION = 0.98
+"""Share of a line's pixels within :data:`BORDER_TOLERANCE` for the line to count as border."""
+MAX_BORDER_FRACTION = 0.25
+"""At most this share of the side is trimmed on each side."""
 FACE_BOX_MARGIN = 1.1
 """Side of the face crop as a multiple of the larger face-box side when no eyes are known."""
 
@@ -91,6 +118,13 @@ def compute_hashes(
         "pdq": pdq_hex(rgb),
         "pdq_mirror": pdq_hex(mirror),
     }
+    for kind, cut in CENTRE_CROPS.items():
+        out[kind] = str(imagehash.phash(centre_crop(rgb, cut)))
+        out[f"{kind}_mirror"] = str(imagehash.phash(centre_crop(mirror, cut)))
+    trimmed = trim_border(rgb)
+    if trimmed is not rgb:
+        out["phash_trim"] = str(imagehash.phash(trimmed))
+        out["phash_trim_mirror"] = str(imagehash.phash(ImageOps.mirror(trimmed)))
     if face is not None:
         out["face"] = str(imagehash.phash(face))
         out["face_mirror"] = str(imagehash.phash(ImageOps.mirror(face)))
@@ -104,6 +138,46 @@ def _bounded(image: Image.Image) -> Image.Image:
     scale = MAX_SIDE / side
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def centre_crop(image: Image.Image, cut: float) -> Image.Image:
+    """The centre of ``image`` with ``cut`` of its width and of its height removed, half a side."""
+    dx, dy = round(image.width * cut / 2), round(image.height * cut / 2)
+    return image.crop((dx, dy, image.width - dx, image.height - dy))
+
+
+def trim_border(image: Image.Image) -> Image.Image:
+    """``image`` without a uniform border on any side, or ``image`` itself when it has none.
+
+    A side's outer lines are cut while each is uniform (:data:`BORDER_UNIFORM_FRACTION` of its
+    pixels within :data:`BORDER_TOLERANCE` of its median) and of the outermost line's colour, up
+    to :data:`MAX_BORDER_FRACTION` of the side. Mirror-symmetric: the mirror image is trimmed
+    by the same amounts, left and right swapped. ``image`` is RGB.
+    """
+    a = np.asarray(image, dtype=np.int16)
+    h, w = a.shape[:2]
+    rows_uniform, rows_colour = _uniform_lines(a)
+    cols_uniform, cols_colour = _uniform_lines(a.transpose(1, 0, 2))
+    top = min(_border_lines(rows_uniform, rows_colour), int(h * MAX_BORDER_FRACTION))
+    bottom = min(_border_lines(rows_uniform[::-1], rows_colour[::-1]), int(h * MAX_BORDER_FRACTION))
+    left = min(_border_lines(cols_uniform, cols_colour), int(w * MAX_BORDER_FRACTION))
+    right = min(_border_lines(cols_uniform[::-1], cols_colour[::-1]), int(w * MAX_BORDER_FRACTION))
+    if top + bottom + left + right == 0:
+        return image
+    return image.crop((left, top, w - right, h - bottom))
+
+
+def _uniform_lines(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    colour = np.median(a, axis=1)
+    deviation = np.abs(a - colour[:, None, :]).max(axis=2)
+    return (deviation <= BORDER_TOLERANCE).mean(axis=1) >= BORDER_UNIFORM_FRACTION, colour
+
+
+def _border_lines(uniform: np.ndarray, colour: np.ndarray) -> int:
+    if not uniform[0]:
+        return 0
+    border = uniform & (np.abs(colour - colour[0]).max(axis=1) <= BORDER_TOLERANCE)
+    return len(border) if border.all() else int(np.argmin(border))
 
 
 def pdq_hex(image: Image.Image) -> str:

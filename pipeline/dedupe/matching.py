@@ -1,35 +1,96 @@
 """Which hashes are indexed, which are queried, and how index hits become ``PhotoMatch`` values.
 
-Pure. Stored photos index every kind of the indexed families (plain and mirror); a query uses
-only the plain kinds, so a flipped copy is found through the stored mirror hash and each pair of
-photos is compared once per family. Several hits on one stored photo collapse into its best
-match (exact sha256 first, then the smallest distance).
+Pure. A stored photo indexes the pHash of the picture, of its mirror, of its centred 5% and
+10% crops (and their mirrors) and, when it has a uniform border, of the trimmed picture and its
+mirror; a query uses its plain pHash (and its trimmed one), so a flipped copy is found through a
+stored mirror hash, a framed copy through the trimmed hash, and a cropped copy comes closer to
+a stored crop. Index hits beyond the plain radius must pass the PDQ check (``MatchRule``).
+Several hits on one stored photo collapse into its best match (exact sha256 first, then the
+smallest distance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.dedupe.bands import hex_to_int
+from pipeline.dedupe.bands import hamming, hex_to_int
 from pipeline.dedupe.hashes import FAMILY, HASH_BITS, MIRROR_KINDS
 from pipeline.dedupe.index import BITS, HashHit, IndexedHash
 from pipeline.types import PhotoMatch
 
-INDEXED_FAMILIES = ("phash", "face")
-"""Families stored in the index (64-bit pHash of the whole picture and of the aligned face)."""
-QUERY_KINDS: dict[str, str] = {"phash": "phash", "face": "face"}
-"""The kind each family is queried with."""
+INDEXED_KINDS: dict[str, tuple[str, ...]] = {
+    "phash": (
+        "phash", "phash_mirror", "phash_trim", "phash_trim_mirror", "phash_crop5",
+        "phash_crop10", "phash_crop5_mirror", "phash_crop10_mirror",
+    ),
+}
+"""Kinds stored in the index, by family. The eye-aligned ``face`` hash is computed but not
+indexed: measured, it adds false matches and little recall (docs/dedupe.md)."""
+INDEXED_FAMILIES = tuple(INDEXED_KINDS)
+QUERY_KINDS: dict[str, tuple[str, ...]] = {"phash": ("phash", "phash_trim")}
+"""The kinds each family is queried with (all in one search)."""
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    """When a stored photo is the same photo as a query (measured in docs/dedupe.md).
+
+    A match is: an equal sha256; or the ``phash`` family within ``radius`` bits (any query kind
+    against any stored kind: plain, mirror, border-trimmed); or that family within
+    ``verified_radius`` bits *and* the PDQ hashes (plain or mirror) within ``pdq_radius`` of 256
+    bits. The index is searched at :attr:`search_radius`; the PDQ check runs on the few
+    candidates it returns. ``pdq_radius`` < 0 turns the second clause off.
+    """
+
+    radius: int = 2
+    verified_radius: int = 4
+    pdq_radius: int = 80
+
+    @property
+    def search_radius(self) -> int:
+        return max(self.radius, self.verified_radius) if self.pdq_radius >= 0 else self.radius
+
+    def accepts(self, distance: int, pdq_distance: int | None) -> bool:
+        """Whether a candidate at pHash ``distance`` (and PDQ distance, None if unknown)
+        matches."""
+        if distance <= self.radius:
+            return True
+        return (distance <= self.verified_radius and pdq_distance is not None
+                and pdq_distance <= self.pdq_radius)
 
 
 @dataclass(frozen=True)
 class StoredPhoto:
-    """What a match reports about the stored photo it found."""
+    """What a match reports about the stored photo it found (and its PDQ hashes, hex)."""
 
     photo_id: str
     source: str
     account_id: str | None
     label: str | None
+    pdq: tuple[str, ...] = ()
+
+
+def pdq_distance(query: Mapping[str, str], stored: Sequence[str]) -> int | None:
+    """Smallest distance of the query's plain PDQ to a stored PDQ; None when either is missing."""
+    if "pdq" not in query or not stored:
+        return None
+    q = hex_to_int(query["pdq"])
+    return min(hamming(q, hex_to_int(v)) for v in stored)
+
+
+def accepted(hits: Iterable[HashHit], rule: MatchRule, query: Mapping[str, str],
+             photos: Mapping[str, StoredPhoto]) -> list[HashHit]:
+    """The index hits that match under ``rule`` (hits beyond ``radius`` need the PDQ check)."""
+    out = []
+    for hit in hits:
+        photo = photos.get(hit.photo_id)
+        pdq = None
+        if hit.distance > rule.radius and photo is not None:
+            pdq = pdq_distance(query, photo.pdq)
+        if rule.accepts(hit.distance, pdq):
+            out.append(hit)
+    return out
 
 
 def indexed_hashes(photo_id: str, hashes: Mapping[str, str]) -> list[IndexedHash]:
@@ -37,18 +98,20 @@ def indexed_hashes(photo_id: str, hashes: Mapping[str, str]) -> list[IndexedHash
     out = []
     for kind, value in sorted(hashes.items()):
         family = FAMILY.get(kind)
-        if family in INDEXED_FAMILIES and HASH_BITS[kind] == BITS:
+        if family is not None and kind in INDEXED_KINDS.get(family, ()) and HASH_BITS[kind] == BITS:
             out.append(IndexedHash(photo_id, family, kind, hex_to_int(value)))
     return out
 
 
-def queries(hashes: Mapping[str, str]) -> dict[str, int]:
-    """``{family: value}`` of the query hashes present in ``hashes``."""
-    return {
-        family: hex_to_int(hashes[kind])
-        for family, kind in QUERY_KINDS.items()
-        if kind in hashes
-    }
+def queries(hashes: Mapping[str, str]) -> dict[str, list[int]]:
+    """``{family: [values]}`` of the query hashes present in ``hashes`` (families with none
+    left out)."""
+    out: dict[str, list[int]] = {}
+    for family, kinds in QUERY_KINDS.items():
+        values = [hex_to_int(hashes[k]) for k in kinds if k in hashes]
+        if values:
+            out[family] = values
+    return out
 
 
 def transform_of(kind: str) -> str:

@@ -15,10 +15,17 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
+from pipeline.dedupe.matching import MatchRule
 from pipeline.dedupe.store import find_matches, store_account_photo
 from pipeline.metrics import PHOTO_MATCHES
 from pipeline.settings import Settings
 from pipeline.types import Envelope
+
+
+def match_rule(settings: Settings) -> MatchRule:
+    """The matching rule configured in ``settings.dedupe``."""
+    d = settings.dedupe
+    return MatchRule(radius=d.radius, verified_radius=d.verified_radius, pdq_radius=d.pdq_radius)
 
 
 class DedupeStage:
@@ -33,6 +40,7 @@ class DedupeStage:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.radius = settings.dedupe.radius
+        self.rule = match_rule(settings)
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
         todo = [
@@ -53,7 +61,7 @@ class DedupeStage:
                 env = batch[i]
                 assert env.avatar is not None
                 matches = find_matches(conn, self.radius, env.avatar.hashes, env.avatar.sha256,
-                                       exclude_account=env.event.account_id)
+                                       exclude_account=env.event.account_id, rule=self.rule)
                 for m in matches if i in new else ():
                     PHOTO_MATCHES.labels(source=m.source).inc()
                 out[i] = dataclasses.replace(env, matches=matches)

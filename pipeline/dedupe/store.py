@@ -21,7 +21,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline.dedupe.hashes import compute_hashes
 from pipeline.dedupe.matching import (
+    MatchRule,
     StoredPhoto,
+    accepted,
     best_matches,
     indexed_hashes,
     queries,
@@ -58,7 +60,8 @@ def store_account_photo(conn: Connection, radius: int, account_id: str, event_id
     """
     photo_id = account_photo_id(event_id)
     row = {"photo_id": photo_id, "source": "account", "account_id": account_id,
-           "event_id": event_id, "sha256": sha256, "created_at": datetime.now(UTC)}
+           "event_id": event_id, "sha256": sha256, "created_at": datetime.now(UTC),
+           "pdq": hashes.get("pdq"), "pdq_mirror": hashes.get("pdq_mirror")}
     if insert_ignore(conn, photos, row, ["photo_id"]) == 0:
         return False
     add_in(conn, radius, indexed_hashes(photo_id, hashes))
@@ -66,15 +69,17 @@ def store_account_photo(conn: Connection, radius: int, account_id: str, event_id
 
 
 def find_matches(conn: Connection, radius: int, hashes: Mapping[str, str],
-                 sha256: str | None = None, exclude_account: str | None = None
-                 ) -> tuple[PhotoMatch, ...]:
+                 sha256: str | None = None, exclude_account: str | None = None,
+                 rule: MatchRule | None = None) -> tuple[PhotoMatch, ...]:
     """Bank entries and other accounts' avatars that are near-duplicates of ``hashes``.
 
-    An equal ``sha256`` matches exactly (distance 0) whatever the hashes say. Reads only.
+    ``rule`` decides what is near (default: pHash within ``radius``, no PDQ clause). An equal
+    ``sha256`` matches exactly (distance 0) whatever the hashes say. Reads only.
     """
+    rule = rule if rule is not None else MatchRule(radius=radius, pdq_radius=-1)
     hits = []
-    for family, value in queries(hashes).items():
-        hits.extend(search_in(conn, radius, family, [value]))
+    for family, values in queries(hashes).items():
+        hits.extend(search_in(conn, rule.search_radius, family, values))
     exact: list[str] = []
     if sha256:
         exact = list(conn.execute(sa.select(photos.c.photo_id).where(photos.c.sha256 == sha256))
@@ -83,12 +88,15 @@ def find_matches(conn: Connection, radius: int, hashes: Mapping[str, str],
     if not ids:
         return ()
     stored = {
-        r.photo_id: StoredPhoto(r.photo_id, r.source, r.account_id, r.label)
+        r.photo_id: StoredPhoto(r.photo_id, r.source, r.account_id, r.label,
+                                tuple(v for v in (r.pdq, r.pdq_mirror) if v))
         for r in conn.execute(
-            sa.select(photos.c.photo_id, photos.c.source, photos.c.account_id, photos.c.label)
+            sa.select(photos.c.photo_id, photos.c.source, photos.c.account_id, photos.c.label,
+                      photos.c.pdq, photos.c.pdq_mirror)
             .where(photos.c.photo_id.in_(sorted(ids)))
         )
     }
+    hits = accepted(hits, rule, hashes, stored)
     return best_matches(hits, exact, stored, exclude_account=exclude_account)
 
 
@@ -146,7 +154,8 @@ def add_bank_hashes(engine: Engine, radius: int, sha256: str, hashes: Mapping[st
         row = {
             "photo_id": f"bank:{uuid.uuid4().hex[:16]}", "source": "bank", "label": label,
             "origin": origin, "added_by": added_by, "filename": filename, "sha256": sha256,
-            "created_at": datetime.now(UTC),
+            "created_at": datetime.now(UTC), "pdq": hashes.get("pdq"),
+            "pdq_mirror": hashes.get("pdq_mirror"),
         }
         conn.execute(photos.insert().values(**row))
         added = add_in(conn, radius, indexed_hashes(row["photo_id"], hashes))

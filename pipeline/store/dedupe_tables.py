@@ -24,7 +24,12 @@ photos = sa.Table(
     sa.Column("filename", sa.String(500)),
     sa.Column("sha256", sa.String(64), index=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("pdq", sa.String(64)),
+    sa.Column("pdq_mirror", sa.String(64)),
 )
+"""``pdq``/``pdq_mirror``: the photo's 256-bit PDQ hashes (hex), read to verify index candidates
+that are near but not within the plain pHash radius (pipeline/dedupe/matching.py,
+``MatchRule``); NULL for photos stored before they were kept."""
 
 photo_hashes = sa.Table(
     "photo_hashes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from pipeline.store.db import make_engine
 from pipeline.store.dedupe_tables import photo_hashes, photos
 from pipeline.store.migrate import upgrade
 from pipeline.types import AccountEvent, AvatarResult, Envelope
+
+SHARED = Path(os.environ.get("UNMASK_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -87,7 +90,8 @@ def test_same_event_twice_stores_one_row_and_returns_same_matches(engine: Engine
                             .where(photos.c.event_id == "b1")).scalar_one() == 1
         kinds = conn.execute(sa.select(photo_hashes.c.kind)
                              .where(photo_hashes.c.photo_id == "event:b1")).scalars().all()
-    assert sorted(kinds) == ["phash", "phash_mirror"]
+    assert sorted(kinds) == ["phash", "phash_crop10", "phash_crop10_mirror", "phash_crop5",
+                             "phash_crop5_mirror", "phash_mirror"]
 
 
 def test_bank_add_list_match_remove(engine: Engine) -> None:
@@ -97,7 +101,7 @@ def test_bank_add_list_match_remove(engine: Engine) -> None:
     assert add_bank_photo(engine, 4, data, "again", "reviewer2").photo_id == entry.photo_id
     listed = list_bank(engine)
     assert [(e.photo_id, e.label, e.added_by, e.origin, e.hashes) for e in listed] == [
-        (entry.photo_id, "stolen: model portfolio", "reviewer1", "report #7", 2)
+        (entry.photo_id, "stolen: model portfolio", "reviewer1", "report #7", 6)
     ]
     out = stage.process([envelope("c1", "mallory", jpeg_at(picture(9), 40))])
     assert [(m.source, m.entry_id, m.label) for m in out[0].matches] == [
@@ -139,3 +143,23 @@ def test_concurrent_workers_lose_no_match(fresh_database_url: str) -> None:
     finally:
         for e in engines:
             e.dispose()
+
+
+def test_crop_beyond_the_plain_radius_matches_only_with_the_pdq_check(engine: Engine) -> None:
+    path = SHARED / "data" / "faces" / "real" / "lfw_real_1001.jpg"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    original = Image.open(path).convert("RGB")
+    cropped = original.crop((8, 0, original.width - 3, original.height - 2))
+    entry = add_bank_photo(engine, 4, png(original), "stolen", "reviewer1")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(photos.c.pdq, photos.c.pdq_mirror)
+                              .where(photos.c.photo_id == entry.photo_id)).one()
+    assert stored == (compute_hashes(original)["pdq"], compute_hashes(original)["pdq_mirror"])
+    settings = Settings()
+    assert (settings.dedupe.radius, settings.dedupe.verified_radius) == (2, 4)
+    out = DedupeStage(engine, settings).process([envelope("k1", "mallory", cropped)])
+    assert [(m.entry_id, m.distance) for m in out[0].matches] == [(entry.photo_id, 4)]
+    strict = Settings(dedupe={"pdq_radius": -1})
+    again = DedupeStage(engine, strict).process([envelope("k2", "trent", cropped)])
+    assert [m.source for m in again[0].matches] == ["account"]
