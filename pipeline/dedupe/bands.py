@@ -12,6 +12,7 @@ a probe radius of 1 keep the number of candidates small at 10^7 stored hashes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import combinations
 
 import numpy as np
@@ -59,12 +60,12 @@ class BandPlan:
         """Bits in which a probe may differ from the query's band (pigeonhole bound)."""
         return self.radius // self.bands
 
-    @property
+    @cached_property
     def widths(self) -> tuple[int, ...]:
         base, extra = divmod(self.bits, self.bands)
         return tuple(base + 1 if i < extra else base for i in range(self.bands))
 
-    @property
+    @cached_property
     def shifts(self) -> tuple[int, ...]:
         out = []
         remaining = self.bits

@@ -172,12 +172,12 @@ class PostgresHashIndex(SqlHashIndex):
     """
 
     def copy_in(self, hashes: Sequence[IndexedHash]) -> int:
+        plan = plan_for(self.radius)
         buf = io.StringIO()
-        for row in hash_rows(hashes, self.radius):
-            buf.write(
-                f"{row['photo_id']}\t{row['family']}\t{row['kind']}\t{row['value']}\t"
-                f"{row['b0']}\t{row['b1']}\t{row['b2']}\n"
-            )
+        for h in hashes:
+            b0, b1, b2 = plan.split(h.value)
+            buf.write(f"{h.photo_id}\t{h.family}\t{h.kind}\t{to_signed64(h.value)}\t"
+                      f"{b0}\t{b1}\t{b2}\n")
         buf.seek(0)
         raw = self.engine.raw_connection()
         try:
