@@ -138,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             owed -= int(owed)
             producer.flush()
             if now >= next_sample:
-                lag = produced - decided()
+                done = decided()
+                lag = produced - done
                 samples.append({"t": now - start, "rss_mib": rss_mib(worker.proc.pid),
-                                "lag": lag})
-                print(f"  t={now - start:6.0f}s rss={samples[-1]['rss_mib']:.0f}MiB lag={lag}",
-                      flush=True)
+                                "lag": lag, "decided": done})
+                print(f"  t={now - start:6.0f}s rss={samples[-1]['rss_mib']:.0f}MiB lag={lag} "
+                      f"decided={done}", flush=True)
                 next_sample += args.sample_s
             if worker.proc.poll() is not None:
                 sys.exit(f"worker died during the soak; log: {log}")
@@ -164,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             "rss_mib_max": round(max(s["rss_mib"] for s in samples), 1),
             "rss_slope_mib_per_min_second_half": round(slope_per_minute(second_half), 3),
             "lag_max": max(lags), "lag_mean": round(statistics.fmean(lags), 1),
+            "decided_per_s_first_third": round(
+                (samples[third]["decided"] - samples[0]["decided"])
+                / max(1e-9, samples[third]["t"] - samples[0]["t"]), 1),
+            "decided_per_s_last_third": round(
+                (samples[-1]["decided"] - samples[-third - 1]["decided"])
+                / max(1e-9, samples[-1]["t"] - samples[-third - 1]["t"]), 1),
             "lag_max_first_two_thirds": max(lags[:-third] or lags),
             "lag_max_last_third": max(lags[-third:]),
         }
