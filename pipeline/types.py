@@ -76,6 +76,10 @@ class AvatarResult:
     ``eyes`` are eye centres as fractions of width and height; ``face_box`` is in pixels of
     the picture as declared by the file (``width`` x ``height``).
     """
+    cnn_score: float | None = field(default=None, compare=False)
+    """The CNN's own probability before fusion with the face geometry (``score`` is the fused,
+    shipped one). Diagnostic only: not stored in ``avatar_results`` (None on a result read back
+    from storage) and not part of equality, so a redelivered result equals the first one."""
 
     @classmethod
     def absent(cls) -> AvatarResult:

@@ -57,8 +57,10 @@ def cmd_train_detector(args: argparse.Namespace, settings: Settings) -> int:
     try:
         from pipeline.avatars import train
     except ImportError as error:
-        print(f"train-detector needs the train extra (pip install -e '.[train]'): {error}",
-              file=sys.stderr)
+        print(
+            f"train-detector needs the train extra (pip install -e '.[train]'): {error}",
+            file=sys.stderr,
+        )
         return 2
     return int(train.main(args.train_args) or 0)
 
@@ -107,9 +109,12 @@ def score_files(
     def flush() -> None:
         if not pending:
             return
-        scores = detector.score_batch([d.image for _, _, d in pending])
-        for (index, data, decoded), score in zip(pending, scores, strict=True):
-            found = locator.locate(decoded.image)
+        cnn = detector.score_batch([d.image for _, _, d in pending])
+        findings = [locator.locate(d.image) for _, _, d in pending]
+        scores = detector.fuse(cnn, findings, [d.image.size for _, _, d in pending])
+        for (index, data, decoded), score, raw, found in zip(
+            pending, scores, cnn, findings, strict=True
+        ):
             box = None
             if found.face_box is not None:
                 box = [round(v * decoded.scale) for v in found.face_box]
@@ -118,6 +123,7 @@ def score_files(
             record.update(
                 {
                     "score": round(float(score), 6),
+                    "cnn_score": round(float(raw), 6),
                     "ai_generated": bool(score >= detector.threshold),
                     "face_found": found.face_found,
                     "face_box": box,

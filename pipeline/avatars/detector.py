@@ -1,9 +1,11 @@
 """Thin onnxruntime wrapper around the committed AI-face detector.
 
 Loads ``model/detector.onnx`` and its ``manifest.json`` (input size, normalisation, version,
-calibrated threshold), picks an execution provider once at start, and scores batches of decoded
-images. All image arithmetic lives in the pure ``pipeline.avatars.preprocess``; this module only
-does the I/O.
+calibrated threshold, optional fusion coefficients), picks an execution provider once at start,
+and scores batches of decoded images. ``score_batch`` is the CNN's probability; ``fuse`` turns
+it, with the face geometry, into the shipped probability when the manifest carries a ``fusion``
+block (``pipeline.avatars.fusion``). All image arithmetic lives in the pure
+``pipeline.avatars.preprocess``; this module only does the I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from pipeline.avatars.face import FaceFinding
+from pipeline.avatars.fusion import Fusion, geometry
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
@@ -75,15 +79,19 @@ class OnnxDetector:
         self._manifest: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())
         self._spec = PreprocessSpec.from_manifest(self._manifest)
         self._threshold = float(self._manifest["threshold"])
+        self._cnn_threshold = float(self._manifest.get("cnn_threshold", self._threshold))
+        fusion = self._manifest.get("fusion")
+        self._fusion = Fusion.from_manifest(fusion) if fusion is not None else None
         self._version = str(self._manifest["version"])
         self._session = _open_session(model_dir / "detector.onnx", prefer_gpu, intra_op_threads)
         self._input_name = self._session.get_inputs()[0].name
         log.info(
-            "avatar detector %s loaded with %s (input %dpx, threshold %.4f)",
+            "avatar detector %s loaded with %s (input %dpx, threshold %.4f, fusion %s)",
             self._version,
             self.provider,
             self._spec.input_size,
             self._threshold,
+            "on" if self._fusion is not None else "off",
         )
 
     @property
@@ -93,8 +101,35 @@ class OnnxDetector:
 
     @property
     def threshold(self) -> float:
-        """Score above which an avatar counts as AI-generated (calibrated at 1% FPR)."""
+        """Shipped (fused, when fusion is on) score above which an avatar counts as AI-generated
+        (calibrated at 1% FPR on validation reals)."""
         return self._threshold
+
+    @property
+    def cnn_threshold(self) -> float:
+        """The same calibration for the raw CNN probability of ``score_batch``."""
+        return self._cnn_threshold
+
+    @property
+    def fused(self) -> bool:
+        """Whether ``fuse`` combines the CNN score with face geometry (else it is the identity)."""
+        return self._fusion is not None
+
+    def fuse(
+        self,
+        cnn_scores: Sequence[float],
+        findings: Sequence[FaceFinding],
+        sizes: Sequence[tuple[int, int]],
+    ) -> list[float]:
+        """Shipped probability per image from ``score_batch`` output, face findings and the
+        (width, height) the findings were measured on; the CNN scores unchanged without fusion.
+        Raises ValueError when the three sequences differ in length."""
+        if not len(cnn_scores) == len(findings) == len(sizes):
+            raise ValueError("cnn_scores, findings and sizes differ in length")
+        if self._fusion is None:
+            return [float(s) for s in cnn_scores]
+        rows = [geometry(f, size) for f, size in zip(findings, sizes, strict=True)]
+        return self._fusion.fuse(cnn_scores, rows)
 
     @property
     def provider(self) -> str:

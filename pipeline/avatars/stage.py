@@ -42,7 +42,9 @@ Hasher = Callable[..., dict[str, str]]
 class Detector(Protocol):
     """What the stage needs of the AI-face detector (``pipeline.avatars.detector.OnnxDetector``).
 
-    ``score_batch`` is blocking, returns one probability in [0, 1] per image in input order.
+    ``score_batch`` is blocking, returns one CNN probability in [0, 1] per image in input order;
+    ``fuse`` turns those, with the face findings and the sizes they were measured on, into the
+    shipped probabilities (the identity when the model has no fusion block).
     """
 
     @property
@@ -52,6 +54,13 @@ class Detector(Protocol):
     def threshold(self) -> float: ...
 
     def score_batch(self, images: Sequence[Image.Image]) -> list[float]: ...
+
+    def fuse(
+        self,
+        cnn_scores: Sequence[float],
+        findings: Sequence[FaceFinding],
+        sizes: Sequence[tuple[int, int]],
+    ) -> list[float]: ...
 
 
 class ImageSink(Protocol):
@@ -265,10 +274,18 @@ class AvatarStage:
                 count_refusal(refusal)
                 log.info("avatar of %s refused: %s", event_id, refusal)
                 out[event_id] = AvatarResult.refused(refusal.code)
-        scores, score_s = self._score([p.decoded.image for p in prepared.values()])
+        items = list(prepared.values())
+        cnn, score_s = self._score([p.decoded.image for p in items])
+        t0 = time.perf_counter()
+        scores = self._detector.fuse(
+            cnn,
+            [p.finding or FaceFinding.none() for p in items],
+            [p.decoded.image.size for p in items],
+        )
+        score_s += time.perf_counter() - t0
         share = score_s / len(prepared) if prepared else 0.0
-        for (event_id, item), score in zip(prepared.items(), scores, strict=True):
-            out[event_id] = self._scored(item, score, share)
+        for (event_id, item), score, raw in zip(prepared.items(), scores, cnn, strict=True):
+            out[event_id] = self._scored(item, score, raw, share)
             if self._images is not None:
                 self._images.put(item.fetched.data)
         return out
@@ -288,7 +305,9 @@ class AvatarStage:
             scores.extend(float(s) for s in got)
         return scores, time.perf_counter() - t0
 
-    def _scored(self, item: Prepared, score: float, score_share_s: float) -> AvatarResult:
+    def _scored(
+        self, item: Prepared, score: float, cnn_score: float, score_share_s: float
+    ) -> AvatarResult:
         decoded, finding = item.decoded, item.finding or FaceFinding.none()
         t0 = time.perf_counter()
         try:
@@ -317,6 +336,7 @@ class AvatarStage:
             hashes=hashes,
             latency_ms=round((item.seconds + score_share_s + hash_s) * 1000.0, 3),
             eye_offset=round(offset, 6) if offset is not None else None,
+            cnn_score=cnn_score,
         )
 
     # -- storage -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from pipeline.avatars.detector import OnnxDetector
+from pipeline.avatars.face import FaceFinding
 from pipeline.avatars.stage import AvatarStage
 from pipeline.settings import AvatarSettings, Settings
 from pipeline.store.db import make_engine
@@ -50,6 +51,14 @@ class CountingDetector:
     def score_batch(self, images: Sequence[Image.Image]) -> list[float]:
         self.calls.append(len(images))
         return self.inner.score_batch(images)
+
+    def fuse(
+        self,
+        cnn_scores: Sequence[float],
+        findings: Sequence[FaceFinding],
+        sizes: Sequence[tuple[int, int]],
+    ) -> list[float]:
+        return self.inner.fuse(cnn_scores, findings, sizes)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,166 @@
+"""Fuses the CNN's score with the face-geometry features into one calibrated probability.
+
+StyleGAN-family generators put the eyes at fixed image coordinates (``face.eye_offset``), which
+the whole-image CNN only partly sees after a random crop. A tiny logistic regression over
+``[logit(cnn score), face found, two eyes found, eye offset terms, face size]`` adds that
+geometry. It is fitted on the *validation* split only (``pipeline.avatars.evaluate
+--fit-fusion``) and shipped as coefficients in ``manifest.json: fusion``; the detector applies
+it after the ONNX graph. Pure numpy: no sklearn at run time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.avatars.face import FaceFinding, eye_offset
+
+FEATURES: tuple[str, ...] = (
+    "cnn_logit",
+    "face_found",
+    "two_eyes",
+    "log_eye_offset",
+    "aligned",
+    "face_fraction",
+)
+"""Names of the feature columns, in order (documented in docs/model.md)."""
+
+OFFSET_FLOOR = 0.005
+"""Added to the eye offset before the log, so an exact hit stays finite (fraction of side)."""
+MISSING_OFFSET = 0.3
+"""Eye offset assumed when fewer than two eyes are found (fraction of side; the
+``two_eyes`` column carries the difference)."""
+ALIGNED_OFFSET = 0.02
+"""Eye offset (fraction of side) under which an avatar counts as FFHQ/StyleGAN-aligned."""
+LOGIT_CLIP = 1e-6
+
+
+def geometry(finding: FaceFinding, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """``(face_found, two_eyes, eye_offset or MISSING_OFFSET, face width / shorter side)``."""
+    two = len(finding.eyes) >= 2
+    offset = eye_offset(finding.eyes) if two else None
+    fraction = 0.0
+    if finding.face_box is not None and min(size) > 0:
+        fraction = finding.face_box[2] / float(min(size))
+    return (
+        float(finding.face_found),
+        float(two),
+        float(offset) if offset is not None else MISSING_OFFSET,
+        float(fraction),
+    )
+
+
+def feature_matrix(
+    cnn_probs: Sequence[float] | np.ndarray, geometries: Sequence[Sequence[float]] | np.ndarray
+) -> np.ndarray:
+    """(N, len(FEATURES)) float64 design matrix from CNN probabilities and ``geometry`` rows."""
+    p = np.clip(np.asarray(cnn_probs, dtype=np.float64).reshape(-1), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    g = np.asarray(geometries, dtype=np.float64).reshape(len(p), 4)
+    offset = np.where(g[:, 1] > 0, g[:, 2], MISSING_OFFSET)
+    return np.column_stack(
+        [
+            np.log(p / (1 - p)),
+            g[:, 0],
+            g[:, 1],
+            np.log(offset + OFFSET_FLOOR),
+            ((g[:, 1] > 0) & (offset < ALIGNED_OFFSET)).astype(np.float64),
+            g[:, 3],
+        ]
+    )
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """L2-penalised logistic regression by Newton steps on standardised columns.
+
+    Returns ``(weights, bias, mean, scale)`` with ``p = sigmoid(((x - mean) / scale) @ w + b)``;
+    the intercept is not penalised. Classes are weighted to equal total weight.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.column_stack([(x - mean) / scale, np.ones(len(x))])
+    n_pos, n_neg = max(1.0, y.sum()), max(1.0, (1 - y).sum())
+    sample_w = np.where(y > 0, 0.5 / n_pos, 0.5 / n_neg) * len(y)
+    penalty = np.full(z.shape[1], l2)
+    penalty[-1] = 0.0
+    beta = np.zeros(z.shape[1])
+    for _ in range(iterations):
+        p = _sigmoid(z @ beta)
+        gradient = z.T @ (sample_w * (p - y)) + penalty * beta
+        hessian = (z * (sample_w * p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return beta[:-1], float(beta[-1]), mean, scale
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """A fitted combiner: ``prob = sigmoid(((features - mean) / scale) @ weights + bias)``."""
+
+    weights: tuple[float, ...]
+    bias: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Fused probability per row of a ``feature_matrix``."""
+        z = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(
+            self.scale
+        )
+        return _sigmoid(z @ np.asarray(self.weights) + self.bias)
+
+    def fuse(
+        self, cnn_probs: Sequence[float], geometries: Sequence[Sequence[float]]
+    ) -> list[float]:
+        """Fused probabilities from CNN probabilities and ``geometry`` rows, in input order."""
+        if len(cnn_probs) == 0:
+            return []
+        return [float(v) for v in self.probabilities(feature_matrix(cnn_probs, geometries))]
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "features": list(FEATURES),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "constants": {
+                "offset_floor": OFFSET_FLOOR,
+                "missing_offset": MISSING_OFFSET,
+                "aligned_offset": ALIGNED_OFFSET,
+            },
+        }
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any]) -> Fusion:
+        """Raises ValueError when the manifest's feature list is not this module's."""
+        if tuple(data["features"]) != FEATURES:
+            raise ValueError(f"fusion features {data['features']} != {list(FEATURES)}")
+        weights = tuple(float(v) for v in data["weights"])
+        if not all(math.isfinite(v) for v in weights):
+            raise ValueError("non-finite fusion weight")
+        return cls(
+            weights=weights,
+            bias=float(data["bias"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            scale=tuple(float(v) for v in data["scale"]),
+        )
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray, l2: float = 1.0) -> Fusion:
+        w, b, mean, scale = fit_logistic(features, labels, l2)
+        return cls(tuple(map(float, w)), b, tuple(map(float, mean)), tuple(map(float, scale)))
