@@ -39,29 +39,38 @@ class DecideStage:
         metrics.POLICY_INFO.info({"version": self.policy.version})
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
+        """Decide each event once. ``decision_is_new`` on an output means "still to publish":
+        true for a decision made now, or stored but never marked published (a redelivery
+        after a crash between decide and publish), and false for a repeat of an event that
+        is already published or already appeared earlier in this batch."""
         out: list[Envelope] = []
+        made: list[Envelope] = []
         reviews: list[dict[str, Any]] = []
+        seen: set[str] = set()
         with self.engine.begin() as conn:
             for env in batch:
-                if claim_once(conn, env.event.event_id, self.name):
+                event_id = env.event.event_id
+                if claim_once(conn, event_id, self.name):
                     decision, review = self._decide(conn, env)
                     if review:
                         reviews.append(review)
-                    out.append(dataclasses.replace(env, decision=decision, decision_is_new=True))
+                    decided = dataclasses.replace(env, decision=decision, decision_is_new=True)
+                    made.append(decided)
                 else:
-                    stored, published = self._stored(conn, env.event.event_id)
-                    out.append(
-                        dataclasses.replace(env, decision=stored, decision_is_new=not published)
-                    )
+                    stored, published = self._stored(conn, event_id)
+                    to_publish = not published and event_id not in seen
+                    decided = dataclasses.replace(env, decision=stored, decision_is_new=to_publish)
+                seen.add(event_id)
+                out.append(decided)
             for review in sorted(reviews, key=lambda r: r["open_key"]):
                 self._upsert_review(conn, review)
         now = datetime.now(UTC)
-        for env in out:
-            if env.decision_is_new and env.decision:
-                metrics.DECISIONS.labels(env.decision.action, env.decision.source).inc()
-                metrics.EVENT_TO_DECISION_SECONDS.observe(
-                    max(0.0, (now - env.event.occurred_at).total_seconds())
-                )
+        for env in made:
+            assert env.decision is not None
+            metrics.DECISIONS.labels(env.decision.action, env.decision.source).inc()
+            metrics.EVENT_TO_DECISION_SECONDS.observe(
+                max(0.0, (now - env.event.occurred_at).total_seconds())
+            )
         return out
 
     def mark_published(self, decision_ids: Sequence[str]) -> None:

@@ -122,3 +122,17 @@ rules:
     assert all(r["queue"] == "accounts" and r["status"] == "pending" for r in rows)
     assert rows[0]["evidence"]["policy_version"] == "test-1"
     engine.dispose()
+
+
+def test_duplicate_inside_one_batch_is_published_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    runner = EmbeddedRunner(engine, [DecideStage(engine, Settings())], batch_size=64)
+    recs = records()[:4]
+    seen: list[Decision] = []
+    report = runner.run([recs[0], recs[1], recs[1], recs[2], recs[1]], on_decision=seen.append)
+    assert sorted(d.event_id for d in seen) == ["evt-0", "evt-1", "evt-2"]
+    assert report.decisions.total() == 3
+    assert report.replayed == 2
+    engine.dispose()
