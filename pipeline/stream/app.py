@@ -4,8 +4,8 @@ accounts.events -> [validate] -> accounts.validated.v1 -> [avatar] -> avatars.sc
 -> [dedupe] -> avatars.matched.v1 -> [signals] -> accounts.signals.v1 -> [decide]
 -> enforcement.decisions (+ PostgreSQL). Refused records go to accounts.dlq.
 
-Delivery is at least once: an agent awaits the broker's acknowledgement of everything it sent
-for a micro-batch before it asks for the next one (which acknowledges the consumed offsets), and
+Delivery is at least once: an agent acknowledges a micro-batch's records (which lets their
+offsets be committed) only after the broker acknowledged everything it sent for them, and
 every stage is idempotent on event_id, so a redelivery has no second effect. Stage calls run in a
 thread (they block on the database or the CPU); while a dependency is down the batch is retried
 with capped exponential back-off.
@@ -86,6 +86,15 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
     sources = [app.topic(name, **raw) for name in chain]
     decisions_topic = app.topic(k.topic_decisions, **as_json)
 
+    async def ack_all(stream: faust.StreamT[Any], events: Sequence[faust.EventT[Any]]) -> None:
+        """Mark a micro-batch consumed, only once its outputs are acknowledged by the broker.
+
+        ``take``/``take_events`` ack their batch in a ``finally``, so a worker stopped mid-batch
+        (SIGTERM, a revoked partition) committed offsets of records whose outputs were never
+        sent; ``noack_take`` plus this ack leaves an interrupted batch to be redelivered."""
+        for event in events:
+            await stream.ack(event)
+
     async def send_all(sends: list[Awaitable[Any]]) -> None:
         futures = [await s for s in sends]
         await asyncio.gather(*futures)
@@ -99,7 +108,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
 
     @app.agent(events_topic, name="validate")
     async def validate(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(500, within=0.05):
+        async for events in stream.noack_take(500, within=0.05):
             good: list[Envelope] = []
             dead: list[dict[str, Any]] = []
             for event in events:
@@ -125,12 +134,14 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                 [topics[0].send(key=e.event.account_id.encode(), value=e.to_dict()) for e in good]
             )
             metrics.EVENTS_PRODUCED.labels(chain[0]).inc(len(good))
+            await ack_all(stream, events)
 
     def stage_agent(stage: Stage, source: faust.TopicT, sink: faust.TopicT | None) -> None:
         batch_size = settings.avatars.batch_size if stage.name == "avatar" else 200
 
         async def consume_stage(stream: faust.StreamT[Any]) -> None:
-            async for values in stream.take(batch_size, within=0.05):
+            async for events in stream.noack_take(batch_size, within=0.05):
+                values = [event.value for event in events]
                 envelopes = []
                 dead: list[dict[str, Any]] = []
                 for value in values:
@@ -161,6 +172,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                     metrics.EVENTS_PRODUCED.labels(sink.get_topic_name()).inc(len(processed))
                 else:
                     await publish_decisions(processed)
+                await ack_all(stream, events)
 
         app.agent(source, name=stage.name)(consume_stage)
 
