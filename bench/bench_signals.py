@@ -1,19 +1,22 @@
-"""Benchmark of the signals stage on a simulated stream: detection quality, latency, throughput.
+"""Benchmark of the signals and decide stages on a simulated stream: quality, latency, throughput.
 
 Runs ``SignalStage`` then ``DecideStage`` (``pipeline.stages.run_stage``, as the runners do) over
 ``pipeline.sim`` events in micro-batches against a fresh database (PostgreSQL from
-``UNMASK_TEST_DATABASE_URL`` by default, or ``--db sqlite``). A baseline measured in the same run,
-on the same database, inserts the same batches as one multi-row ``INSERT`` each into a bare table
-(``bench_baseline``: event id + JSON payload): the throughput ratio is stage events/s over it.
-The avatar and dedupe stages are stood in for from the ground truth: AI faces score >= 0.5
-with probability 0.9, real photos with 0.015; accounts showing a photo already seen on another
-account get a reused-photo match to it. An account counts as flagged at the end of the first batch after
-which its cluster scores >= ``--flag-threshold``; latency is in event time (the simulated
-clock), measured from its creation and from its latest event before the flag.
+``UNMASK_TEST_DATABASE_URL`` by default, or ``--db sqlite``). A baseline measured in the same
+run, on the same database, inserts the same batches as one multi-row ``INSERT`` each into a bare
+table (``bench_baseline``: event id + JSON payload); ratios are taken against it.
 
-    .venv/bin/python bench/bench_signals.py --accounts 50000 --days 30 --seed 7
-    .venv/bin/python bench/bench_signals.py --accounts 5000 --days 3 --batch 1000 --max-span-s 0 \
-        --profile /tmp/signals.html      # pyinstrument profile of the stages (dev dependency)
+The avatar and dedupe stages are stood in for from the ground truth: AI faces score >= 0.5 with
+probability 0.9, real photos with 0.015; an account showing a photo already seen on another
+account gets a reused-photo match to that account. An account counts as flagged at the end of
+the first batch after which its cluster scores >= ``--flag-threshold`` (and, in
+``threshold_grid``, each of several thresholds: calibrate on one seed, report on another);
+latency is in event time (the simulated clock), from its creation and from its latest event
+before the flag.
+
+    .venv/bin/python bench/bench_signals.py --accounts 20000 --days 10 --seed 7
+    .venv/bin/python bench/bench_signals.py --accounts 5000 --days 3 --batch 1000 --max-span-s 0 \\
+        --profile /tmp/signals.txt      # pyinstrument profile of the stages (dev dependency)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.decide.stage import DecideStage  # noqa: E402
 from pipeline.events import parse_event  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from pipeline.signals import score as score_module  # noqa: E402
 from pipeline.signals.stage import SignalStage  # noqa: E402
 from pipeline.sim.generate import Simulation, _h  # noqa: E402
 from pipeline.stages import run_stage  # noqa: E402
@@ -85,6 +89,25 @@ class AvatarStandIn:
         return AvatarResult(status="scored", score=score, hashes={"phash": phash}), matches
 
 
+GRID = tuple(round(0.3 + 0.05 * i, 2) for i in range(13))
+"""Flag thresholds evaluated in every run (calibration: pick on one seed, report on another)."""
+
+
+def quality(flagged_at: dict[str, tuple[float, float]], campaign: set[str]) -> dict[str, float]:
+    flagged = set(flagged_at)
+    tp = len(flagged & campaign)
+    return {
+        "flagged": len(flagged),
+        "precision": round(tp / len(flagged), 5) if flagged else 1.0,
+        "recall": round(tp / len(campaign), 5) if campaign else 1.0,
+        "within_10min_of_event": round(
+            sum(1 for a in flagged & campaign if flagged_at[a][0] - flagged_at[a][1] <= 600)
+            / max(1, len(campaign)),
+            4,
+        ),
+    }
+
+
 def aggregate_errors(conn: sa.Connection) -> list[str]:
     """Running cluster counters and feature counts that differ from a recount of the members."""
     errors = []
@@ -130,10 +153,14 @@ def main() -> int:
     ap.add_argument("--long-window-hours", type=float, default=168.0)
     ap.add_argument("--flag-threshold", type=float, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--size-scale", type=float, default=None,
+                    help="override pipeline.signals.score.SIZE_SCALE (calibration runs)")
     ap.add_argument("--no-decide", action="store_true", help="run the signals stage only")
     ap.add_argument("--profile", type=Path, default=None, help="pyinstrument HTML of the stages")
     args = ap.parse_args()
     load_before = os.getloadavg()
+    if args.size_scale is not None:
+        score_module.SIZE_SCALE = args.size_scale
 
     settings = Settings()
     settings.signals.windows_hours = [1.0, 24.0, args.long_window_hours]
@@ -164,10 +191,11 @@ def main() -> int:
         created: dict[str, float] = {}
         last_event: dict[str, float] = {}
         flagged_at: dict[str, tuple[float, float]] = {}
+        flag_grid: dict[float, dict[str, tuple[float, float]]] = {g: {} for g in GRID}
+        seen: dict[str, tuple[int, int]] = {}
         stage_s = 0.0
         n_events = 0
         batch: list[Envelope] = []
-        scores_by_cluster: dict[str, float] = {}
 
         def flush() -> None:
             nonlocal stage_s, n_events, base_s, decide_s
@@ -195,24 +223,35 @@ def main() -> int:
                     if d is not None and d.action in ("disable", "challenge"):
                         t_ev = e.event.occurred_at.timestamp()
                         decided.setdefault(e.event.account_id, (now, t_ev))
-            hot = {
-                e.cluster.cluster_id
-                for e in out
-                if e.cluster and e.cluster.cluster_id and e.cluster.cluster_score >= thr
-            }
+            warm: dict[str, tuple[float, int, set[str]]] = {}
             for e in out:
-                if e.cluster and e.cluster.cluster_id:
-                    scores_by_cluster[e.cluster.cluster_id] = e.cluster.cluster_score
-            if hot:
-                with engine.connect() as conn:
-                    rows = conn.execute(
-                        sa.select(signal_accounts.c.account_id).where(
-                            signal_accounts.c.cluster_id.in_(sorted(hot))
-                        )
+                c = e.cluster
+                if c and c.cluster_id and c.cluster_score >= GRID[0]:
+                    warm.setdefault(c.cluster_id, (c.cluster_score, c.size, set()))[2].add(
+                        e.event.account_id
                     )
-                    for (acc,) in rows:
-                        if acc not in flagged_at:
-                            flagged_at[acc] = (now, last_event.get(acc, now))
+            rescan = []
+            for cid, (score, size, members) in warm.items():
+                level = sum(1 for g in GRID if score >= g)
+                seen_level, seen_size = seen.get(cid, (0, 0))
+                if level > seen_level or size - seen_size > len(members):
+                    rescan.append(cid)
+                seen[cid] = (max(level, seen_level), size)
+            pairs = [(acc, cid) for cid, (_s, _n, ms) in warm.items() for acc in ms]
+            if rescan:
+                with engine.connect() as conn:
+                    pairs += conn.execute(
+                        sa.select(signal_accounts.c.account_id, signal_accounts.c.cluster_id).where(
+                            signal_accounts.c.cluster_id.in_(sorted(rescan))
+                        )
+                    ).all()
+            for acc, cid in pairs:
+                score = warm[cid][0]
+                for g in GRID:
+                    if score >= g and acc not in flag_grid[g]:
+                        flag_grid[g][acc] = (now, last_event.get(acc, now))
+                if score >= thr and acc not in flagged_at:
+                    flagged_at[acc] = (now, last_event.get(acc, now))
             batch.clear()
 
         wall0 = time.perf_counter()
@@ -240,6 +279,9 @@ def main() -> int:
             )
         with engine.connect() as conn:
             consistency = aggregate_errors(conn)
+            cluster_rows = conn.execute(sa.text(
+                "SELECT a.cluster_id, c.score, c.size, a.account_id FROM signal_accounts a "
+                "JOIN signal_clusters c ON c.cluster_id = a.cluster_id")).all()
         engine.dispose()
     finally:
         drop()
@@ -270,6 +312,13 @@ def main() -> int:
             ),
         }
     fp = flagged - campaign
+    honest_scores: dict[str, tuple[float, int]] = {}
+    tainted = set()
+    for cid, score, size, acc in cluster_rows:
+        if acc in campaign:
+            tainted.add(cid)
+        honest_scores[cid] = (float(score), int(size))
+    honest = sorted((v for c, v in honest_scores.items() if c not in tainted), reverse=True)
     acted = set(decided)
     acted_tp = len(acted & campaign)
     result = {
@@ -281,6 +330,7 @@ def main() -> int:
         "db": args.db,
         "long_window_hours": args.long_window_hours,
         "flag_threshold": thr,
+        "size_scale": score_module.SIZE_SCALE,
         "campaign_accounts": len(campaign),
         "flagged": len(flagged),
         "precision": round(precision, 5),
@@ -291,8 +341,11 @@ def main() -> int:
         if lat_event
         else None,
         "false_positives": len(fp),
+        "top_honest_clusters_score_size": honest[:5],
+        "campaign_clusters": len(tainted),
         "false_positive_styles": dict(Counter(truth[a].avatar_kind for a in fp)),
         "per_style": per_style,
+        "threshold_grid": {str(g): quality(flag_grid[g], campaign) for g in GRID},
         "disabled_or_challenged": {
             "accounts": len(acted),
             "precision": round(acted_tp / len(acted), 5) if acted else None,

@@ -39,7 +39,7 @@ PRIORS: Mapping[str, KindPrior] = {
     "link_domain": KindPrior(2.0, 1000),
     "phash": KindPrior(2.0, 50),
 }
-PHOTO_MATCH_WEIGHT = 2.0
+PHOTO_MATCH_WEIGHT = 2.5
 """Evidence of a near-duplicate avatar reported by the dedupe stage (one reused photo links)."""
 MIN_LINK_WEIGHT = 0.2
 """Values weighing less than this are ignored when searching link partners."""
@@ -99,14 +99,14 @@ class ScoreParts:
     score: float
 
 
-SIZE_SCALE = 6.0
+SIZE_SCALE = 3.0
 SHARE_WEIGHTS = {"ai": 0.9, "reused": 0.85, "promoted": 0.25, "burst": 0.2, "infra": 0.3}
 
 
 def score_parts(stats: ClusterStats) -> ScoreParts:
     """The cluster score in [0, 1] and its parts.
 
-    ``size_factor = 1 - exp(-(size - 1) / 6)`` (0 for a lone account, 0.78 at 10 members);
+    ``size_factor = 1 - exp(-(size - 1) / 3)`` (0 for a lone account, 0.49 at 3, 0.74 at 5);
     each share (AI faces, reused photos, promoted domain, burst, infrastructure) is members
     showing it / size; they combine as a noisy-OR with the weights in ``SHARE_WEIGHTS``;
     ``score = size_factor * noisy_or``.

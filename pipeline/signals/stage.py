@@ -219,35 +219,55 @@ class SignalStage:
         for kind, value, account_id, _seen_s in repo.partners(conn, heavy, since):
             holders[(kind, value)].add(account_id)
 
-        links: dict[str, dict[str, float]] = {}
-        shared: dict[str, dict[str, list[str]]] = {}
+        threshold = self._cfg.link_threshold
+        bonus = self._cfg.avatar_pair_bonus
+        evidence: dict[str, dict[str, float]] = {}
+        mine: dict[str, list[tuple[Feature, set[str]]]] = {}
         for acc in accounts.values():
             ev: dict[str, float] = defaultdict(float)
-            mine = [(f, holders[k]) for f in acc.features if (k := (f.kind, f.value)) in holders]
-            for f, others in mine:
+            held = [(f, holders[k]) for f in acc.features if (k := (f.kind, f.value)) in holders]
+            for f, others in held:
                 w = weights[(f.kind, f.value)]
                 for other in others:
                     ev[other] += w
             for other in acc.photo_partners:
                 ev[other] += PHOTO_MATCH_WEIGHT
             ev.pop(acc.account_id, None)
-            linked = {b: round(x, 3) for b, x in ev.items() if x >= self._cfg.link_threshold}
-            links[acc.account_id] = linked
+            evidence[acc.account_id] = {b: x for b, x in ev.items() if x + bonus >= threshold}
+            mine[acc.account_id] = held
+        candidates = {b for ev in evidence.values() for b in ev}
+        known = repo.read_accounts(conn, set(accounts) | candidates)
+
+        def suspect(a: str) -> bool:
+            row = known.get(a)
+            stored = row is not None and bool(row["ai_face"] or row["reused_photo"])
+            acc = accounts.get(a)
+            return stored or (acc is not None and (acc.ai_face or acc.reused))
+
+        links: dict[str, dict[str, float]] = {}
+        shared: dict[str, dict[str, list[str]]] = {}
+        for a, ev in evidence.items():
+            acc = accounts[a]
+            both = {b for b in ev if b in known or b in accounts} if bonus else set()
+            both = {b for b in both if suspect(b)} if both and suspect(a) else set()
+            linked = {}
+            for b, x in ev.items():
+                total = x + (bonus if b in both else 0.0)
+                if total >= threshold and (b in known or b in accounts):
+                    linked[b] = round(total, 3)
+            links[a] = linked
             why: dict[str, list[str]] = {}
             for b in linked:
-                why[b] = [f.label for f, others in mine if b in others]
+                why[b] = [f.label for f, others in mine[a] if b in others]
                 if b in acc.photo_partners:
                     why[b].append("reused photo")
-            shared[acc.account_id] = why
+                if b in both:
+                    why[b].append("both avatars AI-generated or reused")
+            shared[a] = why
 
-        partner_ids = {b for ls in links.values() for b in ls}
-        known = repo.read_accounts(conn, set(accounts) | partner_ids)
         burst_s = int(self._cfg.burst_minutes * 60)
         account_rows = []
         for acc in accounts.values():
-            links[acc.account_id] = {
-                b: x for b, x in links[acc.account_id].items() if b in known or b in accounts
-            }
             created = (
                 acc.created_s
                 if acc.created_s is not None
@@ -272,15 +292,15 @@ class SignalStage:
         out: dict[str, ClusterSignal] = {}
         result_rows = []
         for env in fresh:
-            ev = env.event
-            cid = final.get(ev.account_id)
+            event = env.event
+            cid = final.get(event.account_id)
             evid = tuple(
                 {
                     "account_id": b,
                     "evidence": x,
-                    "shared": sorted(set(shared[ev.account_id].get(b, ()))),
+                    "shared": sorted(set(shared[event.account_id].get(b, ()))),
                 }
-                for b, x in sorted(links[ev.account_id].items(), key=lambda kv: (-kv[1], kv[0]))[
+                for b, x in sorted(links[event.account_id].items(), key=lambda kv: (-kv[1], kv[0]))[
                     :MAX_EVIDENCE
                 ]
             )
@@ -291,13 +311,13 @@ class SignalStage:
                 )
             else:
                 signal = ClusterSignal(None, 0.0, 1, (), evid)
-            out[ev.event_id] = signal
+            out[event.event_id] = signal
             result_rows.append(
                 {
-                    "event_id": ev.event_id,
-                    "account_id": ev.account_id,
+                    "event_id": event.event_id,
+                    "account_id": event.account_id,
                     "cluster": signal.to_dict(),
-                    "created_s": epoch(ev.occurred_at),
+                    "created_s": epoch(event.occurred_at),
                 }
             )
         repo.save_results(conn, result_rows)
@@ -434,9 +454,10 @@ class SignalStage:
         partner_features = repo.load_account_features(
             conn, [a for a in attached if a not in accounts]
         )
-        for a, cid in final.items():
-            if not cid:
+        for a, placed in final.items():
+            if not placed:
                 continue
+            cid = placed
             cnt = counters[cid]
             if a in attached:
                 cnt["size"] += 1
@@ -483,26 +504,24 @@ class SignalStage:
             population = counts.get(POPULATION, 1)
             weights = dict(weights)
             weights.update({k: rarity_weight(k[0], counts.get(k, 1), population) for k in unknown})
-        rows = []
+        rows: list[dict[str, Any]] = []
         for cid in ids:
             cnt = counters[cid]
-            binding = sorted(
-                (
-                    {"kind": k, "label": label, "count": n, "weight": round(weights[(k, v)], 3)}
-                    for k, v, label, n in shared.get(cid, ())
-                ),
-                key=lambda b: (-b["count"] * b["weight"], b["kind"], b["label"]),
-            )
-            strong = [b for b in binding if b["weight"] >= MIN_LINK_WEIGHT]
+            scored = [
+                (n, round(weights[(k, v)], 3), k, label) for k, v, label, n in shared.get(cid, ())
+            ]
+            scored.sort(key=lambda b: (-b[0] * b[1], b[2], b[3]))
+            binding: list[dict[str, Any]] = [
+                {"kind": k, "label": label, "count": n, "weight": w} for n, w, k, label in scored
+            ]
+            strong = [(n, k) for n, w, k, _label in scored if w >= MIN_LINK_WEIGHT]
             cstats = ClusterStats(
                 size=cnt["size"],
                 ai_faces=cnt["ai_faces"],
                 reused_photos=cnt["reused_photos"],
                 burst_members=cnt["burst_members"],
-                promoted_max=max(
-                    (b["count"] for b in strong if b["kind"] in PROMOTED_KINDS), default=0
-                ),
-                infra_max=max((b["count"] for b in strong if b["kind"] in INFRA_KINDS), default=0),
+                promoted_max=max((n for n, k in strong if k in PROMOTED_KINDS), default=0),
+                infra_max=max((n for n, k in strong if k in INFRA_KINDS), default=0),
             )
             parts = score_parts(cstats)
             rows.append(
@@ -517,7 +536,7 @@ class SignalStage:
                 }
             )
         repo.save_clusters(conn, rows)
-        return {r["cluster_id"]: r for r in rows}
+        return {str(r["cluster_id"]): r for r in rows}
 
 
 def run_retention(engine: Engine, settings: Settings, now_s: int) -> dict[str, int]:

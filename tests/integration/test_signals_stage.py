@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,13 @@ from pipeline.settings import Settings
 from pipeline.signals.stage import SignalStage, run_retention
 from pipeline.store.db import make_engine
 from pipeline.store.migrate import upgrade
-from pipeline.store.signal_tables import signal_accounts, signal_clusters, signal_counts
+from pipeline.store.signal_tables import (
+    signal_account_features,
+    signal_accounts,
+    signal_cluster_features,
+    signal_clusters,
+    signal_counts,
+)
 from pipeline.types import AccountEvent, AvatarResult, Envelope
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
@@ -86,15 +93,15 @@ def test_redelivery_has_one_effect_and_same_signal(engine: Engine) -> None:
 
 def test_new_account_joins_two_clusters(engine: Engine) -> None:
     stage = _stage(engine)
-    left = stage.process([_env("l1", 0, device="dev-L", ip="192.0.2.1"),
-                          _env("l2", 1, device="dev-L", ip="192.0.2.2")])
-    right = stage.process([_env("r1", 2, device="dev-R", ip="198.18.0.1"),
-                           _env("r2", 3, device="dev-R", ip="198.18.0.2")])
+    left = stage.process([_env("l1", 0, device="dev-L", ip="192.0.2.1", ai=0.9),
+                          _env("l2", 1, device="dev-L", ip="192.0.2.2", ai=0.9)])
+    right = stage.process([_env("r1", 2, device="dev-R", ip="198.18.0.1", ai=0.9),
+                           _env("r2", 3, device="dev-R", ip="198.18.0.2", ai=0.9)])
     assert left[1].cluster.cluster_id != right[1].cluster.cluster_id  # type: ignore[union-attr]
-    bridge = stage.process([_env("x", 4, device="dev-L", ip="192.0.2.9",
+    bridge = stage.process([_env("x", 4, device="dev-L", ip="192.0.2.9", ai=0.9,
                                  links=("https://fresh-outlet.com/a",))])
     assert bridge[0].cluster is not None and bridge[0].cluster.size == 3
-    bridge2 = stage.process([_env("y", 5, device="dev-R", ip="198.18.0.9",
+    bridge2 = stage.process([_env("y", 5, device="dev-R", ip="198.18.0.9", ai=0.9,
                                   links=("https://fresh-outlet.com/b",))])
     assert bridge2[0].cluster is not None
     assert bridge2[0].cluster.size == 6
@@ -116,6 +123,23 @@ def test_update_adding_a_link_joins_existing_infrastructure(engine: Engine) -> N
     out = stage.process([update])
     assert out[0].cluster is not None and out[0].cluster.cluster_id is not None
     assert out[0].cluster.size == 2
+
+
+def test_one_shared_outlet_links_only_suspicious_avatars(engine: Engine) -> None:
+    """A lone shared fresh link domain (2.0) is below the link threshold; two AI-face avatars
+    sharing it pass it (avatar pair bonus)."""
+    stage = _stage(engine)
+    out = stage.process([_env("alpha", 0, ip="192.0.2.1", links=("https://lone.com/a",), ai=0.1),
+                         _env("bravo9x", 1, ip="198.18.0.1", links=("https://lone.com/b",),
+                              ai=0.1)])
+    assert out[1].cluster is not None and out[1].cluster.cluster_id is None
+    out = stage.process([_env("carol", 2, ip="203.0.113.1", links=("https://other.com/a",),
+                              ai=0.95),
+                         _env("delta7y", 3, ip="198.51.100.1", links=("https://other.com/b",),
+                              ai=0.95)])
+    assert out[1].cluster is not None and out[1].cluster.cluster_id is not None
+    shared = out[1].cluster.account_evidence[0]["shared"]
+    assert "other.com" in shared and "both avatars AI-generated or reused" in shared
 
 
 def test_nat_address_alone_does_not_link(engine: Engine) -> None:
@@ -174,3 +198,53 @@ def test_concurrent_merges_give_one_cluster(fresh_database_url: str) -> None:
     assert len(ids) == 1
     assert clusters == [16]
     engine.dispose()
+
+
+def _recounted(engine: Engine) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]],
+                                        set[tuple[str, str, str, int]],
+                                        set[tuple[str, str, str, int]]]:
+    with engine.connect() as conn:
+        members: dict[str, list[int]] = {}
+        for cid, ai, reused, burst in conn.execute(sa.select(
+                signal_accounts.c.cluster_id, signal_accounts.c.ai_face,
+                signal_accounts.c.reused_photo, signal_accounts.c.burst)
+                .where(signal_accounts.c.cluster_id.is_not(None))):
+            row = members.setdefault(cid, [0, 0, 0, 0])
+            for i, flag in enumerate((True, ai, reused, burst)):
+                row[i] += int(bool(flag))
+        c = signal_clusters
+        stored = {r[0]: tuple(r[1:]) for r in conn.execute(sa.select(
+            c.c.cluster_id, c.c.size, c.c.ai_faces, c.c.reused_photos, c.c.burst_members))}
+        f, a = signal_account_features, signal_accounts
+        recount = {tuple(r) for r in conn.execute(
+            sa.select(a.c.cluster_id, f.c.kind, f.c.value, sa.func.count())
+            .select_from(f.join(a, a.c.account_id == f.c.account_id))
+            .where(a.c.cluster_id.is_not(None)).group_by(a.c.cluster_id, f.c.kind, f.c.value))}
+        cf = signal_cluster_features
+        kept = {tuple(r) for r in conn.execute(
+            sa.select(cf.c.cluster_id, cf.c.kind, cf.c.value, cf.c.members))}
+    return {k: tuple(v) for k, v in members.items()}, stored, recount, kept
+
+
+def test_running_cluster_counts_equal_a_recount_of_members(engine: Engine) -> None:
+    """Joins, merges of clusters, profile updates and late flags keep the running counters and
+    per-cluster feature counts equal to a recount from the member rows."""
+    stage = _stage(engine)
+    rng = random.Random(5)
+    envs = []
+    for i in range(160):
+        group = rng.randrange(12)
+        envs.append(_env(f"m{i}", i, device=f"dev-{group}" if rng.random() < 0.7 else None,
+                         ip=f"10.{group}.{rng.randrange(2)}.{i % 200 + 1}",
+                         links=(f"https://site{group // 3}.example/",) if rng.random() < 0.3
+                         else (), ai=rng.random()))
+    for i in range(0, 160, 7):
+        envs.append(_env(f"m{i}", 200 + i, links=(f"https://bridge{i % 3}.example/",),
+                         event_type="profile.updated.v1", suffix="u", ai=0.95))
+    envs.sort(key=lambda e: e.event.occurred_at)
+    for start in range(0, len(envs), 13):
+        stage.process(envs[start:start + 13])
+    members, stored, recount, kept = _recounted(engine)
+    assert len(stored) >= 3
+    assert members == stored
+    assert recount == kept
