@@ -129,6 +129,7 @@ def test_group_with_joins_sigterm_and_kill_9_matches_one_worker(
     a, b = _state(single), _state(group)
     assert a[0].differences(b[0]) == []
     assert len(a[0].counts) > 0 and len(a[1]) > 0, "no windows or clusters: nothing compared"
+    assert b[3] <= N_EVENTS // 200, f"{b[3]} deadlocks: lock order is not holding"
     same_clusters = len(a[1] & b[1])
     same_decisions = sum(a[2][e] == b[2][e] for e in ids)
     print(f"single worker {single_s:.0f}s; group: SIGTERM at {at_sigterm}, kill -9 at {at_kill} "
