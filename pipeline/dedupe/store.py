@@ -151,14 +151,15 @@ def add_bank_hashes(engine: Engine, radius: int, sha256: str, hashes: Mapping[st
         ).first()
         if existing is not None:
             return _entry(existing._mapping, 0)
-        row = {
-            "photo_id": f"bank:{uuid.uuid4().hex[:16]}", "source": "bank", "label": label,
+        photo_id = f"bank:{uuid.uuid4().hex[:16]}"
+        row: dict[str, Any] = {
+            "photo_id": photo_id, "source": "bank", "label": label,
             "origin": origin, "added_by": added_by, "filename": filename, "sha256": sha256,
             "created_at": datetime.now(UTC), "pdq": hashes.get("pdq"),
             "pdq_mirror": hashes.get("pdq_mirror"),
         }
         conn.execute(photos.insert().values(**row))
-        added = add_in(conn, radius, indexed_hashes(row["photo_id"], hashes))
+        added = add_in(conn, radius, indexed_hashes(photo_id, hashes))
         return _entry(row, added)
 
 
@@ -190,7 +191,7 @@ def remove_bank_photo(engine: Engine, photo_id: str) -> bool:
         return True
 
 
-def _entry(row: Mapping[str, Any], hashes: int) -> BankEntry:
+def _entry(row: Mapping[Any, Any], hashes: int) -> BankEntry:
     added_at = row["created_at"]
     if added_at.tzinfo is None:
         added_at = added_at.replace(tzinfo=UTC)
