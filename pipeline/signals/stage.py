@@ -74,6 +74,36 @@ class _Account:
     photo_partners: set[str]
 
 
+def _groups(links: dict[str, dict[str, float]], current: dict[str, str | None]) -> list[set[str]]:
+    """Accounts to end up in one cluster: the batch's links, closed over current clusters (two
+    accounts of one cluster are in one group even when the batch links neither to the other),
+    so every cluster is merged into exactly one survivor."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    for a, ls in links.items():
+        for b in ls:
+            union(a, b)
+    for a in list(parent):
+        if c := current.get(a):
+            union(a, "\0" + c)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for x in list(parent):
+        if not x.startswith("\0"):
+            groups[find(x)].add(x)
+    return list(groups.values())
+
+
 def _cluster_id(seed: str) -> str:
     return "cl-" + hashlib.sha256(seed.encode()).hexdigest()[:20]
 
@@ -348,28 +378,13 @@ class SignalStage:
 
         Returns the rescored cluster rows and the final cluster of every involved account.
         """
-        parent: dict[str, str] = {}
-
-        def find(x: str) -> str:
-            while parent.setdefault(x, x) != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for a, ls in links.items():
-            for b in ls:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-        groups: dict[str, set[str]] = defaultdict(set)
-        for x in list(parent):
-            groups[find(x)].add(x)
-        involved = set(accounts) | set(parent)
+        involved = set(accounts) | {b for ls in links.values() for b in ls}
         current = {a: known[a]["cluster_id"] if a in known else None for a in involved}
         postgres = conn.dialect.name == "postgresql"
         for _attempt in range(20):
             nested = conn.begin_nested() if postgres else None
             try:
+                groups = _groups(links, current)
                 result = self._merge_once(
                     conn, current, groups, account_rows, accounts, known, weights, t_end
                 )
@@ -389,7 +404,7 @@ class SignalStage:
         self,
         conn: Connection,
         current: dict[str, str | None],
-        groups: dict[str, set[str]],
+        groups: list[set[str]],
         account_rows: list[dict[str, Any]],
         accounts: dict[str, _Account],
         known: dict[str, dict[str, Any]],
@@ -405,7 +420,7 @@ class SignalStage:
         moves: dict[str, str] = {}
         placement: dict[str, str] = {}
         created: dict[str, int] = {}
-        for members in groups.values():
+        for members in groups:
             if len(members) < 2:
                 continue
             existing = sorted(

@@ -248,3 +248,23 @@ def test_running_cluster_counts_equal_a_recount_of_members(engine: Engine) -> No
     assert len(stored) >= 3
     assert members == stored
     assert recount == kept
+
+
+def test_one_batch_reaching_a_cluster_through_two_members_merges_once(engine: Engine) -> None:
+    """Two unrelated links of one batch reach cluster X through different members, each together
+    with a bigger cluster: X, Y and Z must end as one cluster (not X merged twice)."""
+    stage = _stage(engine)
+    stage.process([_env("x1", 0, device="DX", ip="10.1.1.1", ai=0.9),
+                   _env("x2", 1, device="DX", ip="10.2.2.2", ai=0.9)])
+    stage.process([_env(f"y{i}", 2 + i, device="DY", ip=f"10.3.{i}.1", ai=0.9) for i in range(3)])
+    stage.process([_env(f"z{i}", 6 + i, device="DZ", ip=f"10.4.{i}.1", ai=0.9) for i in range(3)])
+    out = stage.process([_env("p", 10, device="DY", ip="10.1.1.9", ai=0.9),
+                         _env("q", 11, device="DZ", ip="10.2.2.9", ai=0.9)])
+    assert out[0].cluster is not None and out[1].cluster is not None
+    assert out[0].cluster.cluster_id == out[1].cluster.cluster_id
+    assert out[1].cluster.size == 10
+    members, stored, recount, kept = _recounted(engine)
+    assert members == stored and len(stored) == 1
+    assert recount == kept
+    again = stage.process([_env("r", 12, device="DX", ip="10.9.9.9", ai=0.9)])
+    assert again[0].cluster is not None and again[0].cluster.size == 11
