@@ -3,7 +3,10 @@
 Runs the committed ``detector.onnx`` through onnxruntime (numpy only, no torch, no sklearn) on
 the sources that training never saw, and reports ROC AUC, TPR at 1% FPR and the error rates at
 the calibrated threshold: overall, per source and per generator, on the original files and after
-a down-scale to at most 256 px plus JPEG q75 re-encode. Run ``python -m pipeline.avatars.evaluate``.
+a down-scale to at most 256 px plus JPEG q75 re-encode (applied before the face step, as the
+platform would). When the manifest carries a ``fusion`` block the headline rows are the fused
+score and ``*_cnn_only`` rows give the CNN alone. Run ``python -m pipeline.avatars.evaluate``;
+``--fit-fusion`` fits the combiner on the validation split and writes it into the manifest.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import onnxruntime as ort
 from PIL import Image
 
 from pipeline.avatars import dataset as ds
+from pipeline.avatars.face import HaarFaceLocator
+from pipeline.avatars.fusion import Fusion, feature_matrix, geometry
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
@@ -144,17 +149,76 @@ def report(
     return out
 
 
-def evaluate_records(
-    scorer: OnnxScorer, records: Sequence[ds.FaceRecord], threshold: float
-) -> dict[str, Any]:
-    """Score the original files and their degraded copies; report both."""
+CONDITIONS = ("clean", "jpeg75_256px")
+
+
+def features(
+    scorer: OnnxScorer, locator: HaarFaceLocator, records: Sequence[ds.FaceRecord]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per condition: (CNN probabilities, fusion ``geometry`` rows) of every record."""
     images = [ds.load_image(r.path) for r in records]
-    clean = scorer.score(images)
-    degraded = scorer.score([degrade(im) for im in images])
-    return {
-        "clean": report(records, clean, threshold),
-        "jpeg75_256px": report(records, degraded, threshold),
-    }
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for condition in CONDITIONS:
+        shown = images if condition == "clean" else [degrade(im) for im in images]
+        geo = np.array([geometry(locator.locate(im), im.size) for im in shown]).reshape(-1, 3)
+        out[condition] = (scorer.score(shown), geo)
+    return out
+
+
+def evaluate_records(
+    scorer: OnnxScorer,
+    records: Sequence[ds.FaceRecord],
+    threshold: float,
+    *,
+    fusion: Fusion | None = None,
+    cnn_threshold: float | None = None,
+    locator: HaarFaceLocator | None = None,
+) -> dict[str, Any]:
+    """Score the original files and their degraded copies; report both.
+
+    With ``fusion`` the ``clean``/``jpeg75_256px`` rows are the fused score at ``threshold``
+    and ``clean_cnn_only``/``jpeg75_256px_cnn_only`` the CNN alone at ``cnn_threshold``.
+    """
+    feats = features(scorer, locator or HaarFaceLocator(), records)
+    return report_features(records, feats, threshold, fusion, cnn_threshold)
+
+
+def report_features(
+    records: Sequence[ds.FaceRecord],
+    feats: dict[str, tuple[np.ndarray, np.ndarray]],
+    threshold: float,
+    fusion: Fusion | None = None,
+    cnn_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Reports from precomputed ``features`` (see ``evaluate_records``)."""
+    result: dict[str, Any] = {}
+    for condition, (cnn, geo) in feats.items():
+        if fusion is None:
+            result[condition] = report(records, cnn, threshold)
+        else:
+            result[condition] = report(
+                records, fusion.probabilities(feature_matrix(cnn, geo)), threshold
+            )
+    if fusion is not None:
+        for condition, (cnn, _) in feats.items():
+            result[f"{condition}_cnn_only"] = report(
+                records, cnn, threshold if cnn_threshold is None else cnn_threshold
+            )
+    return result
+
+
+def fit_fusion(
+    records: Sequence[ds.FaceRecord],
+    feats: dict[str, tuple[np.ndarray, np.ndarray]],
+    l2: float = 1.0,
+) -> tuple[Fusion, float]:
+    """Fit the combiner on (validation) records, clean and degraded copies together, and the
+    threshold flagging at most 1% of their reals."""
+    labels = np.array([r.label for r in records])
+    x = np.vstack([feature_matrix(cnn, geo) for cnn, geo in feats.values()])
+    y = np.concatenate([labels] * len(feats))
+    fusion = Fusion.fit(x, y, l2)
+    return fusion, threshold_at_fpr(fusion.probabilities(x)[y == 0], 0.01)
 
 
 def _fmt(value: Any, percent: bool = False) -> str:
@@ -199,6 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="print the metrics stored in manifest.json as Markdown tables, score nothing",
     )
+    parser.add_argument(
+        "--fit-fusion",
+        action="store_true",
+        help="fit the score/geometry combiner on the validation split, write it, the fused "
+        "threshold and the held-out/validation metrics into manifest.json",
+    )
+    parser.add_argument("--l2", type=float, default=1.0, help="fusion L2 penalty")
     args = parser.parse_args(argv)
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
     if args.markdown_from_manifest:
@@ -212,9 +283,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         training["holdout_sources"],
         seed=int(training["seed"]),
     )
-    records = split.test if args.split == "test" else split.val
     scorer = OnnxScorer(args.model_dir / "detector.onnx", spec)
-    result = evaluate_records(scorer, records, float(manifest["threshold"]))
+    locator = HaarFaceLocator()
+    if args.fit_fusion:
+        cnn_threshold = float(manifest.get("cnn_threshold", manifest["threshold"]))
+        val_feats = features(scorer, locator, split.val)
+        fusion, threshold = fit_fusion(split.val, val_feats, args.l2)
+        test_feats = features(scorer, locator, split.test)
+        manifest["cnn_threshold"] = cnn_threshold
+        manifest["threshold"] = threshold
+        manifest["threshold_rule"] = (
+            "fused score: 1% FPR on validation reals (clean + q75/256px); cnn_threshold: the "
+            "same rule on the CNN probability"
+        )
+        manifest["fusion"] = {
+            **fusion.to_manifest(),
+            "fitted_on": "validation split only (clean + q75/256px copies), L2 "
+            f"{args.l2} on standardised columns, classes weighted equally",
+        }
+        manifest.setdefault("metrics", {})
+        manifest["metrics"]["heldout_test"] = report_features(
+            split.test, test_feats, threshold, fusion, cnn_threshold
+        )
+        manifest["metrics"]["validation"] = report_features(
+            split.val, val_feats, threshold, fusion, cnn_threshold
+        )
+        (args.model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        print(json.dumps(manifest["metrics"]["heldout_test"], indent=2))
+        return 0
+    records = split.test if args.split == "test" else split.val
+    fusion_block = manifest.get("fusion")
+    result = evaluate_records(
+        scorer,
+        records,
+        float(manifest["threshold"]),
+        fusion=Fusion.from_manifest(fusion_block) if fusion_block is not None else None,
+        cnn_threshold=manifest.get("cnn_threshold"),
+        locator=locator,
+    )
     text = json.dumps(result, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")

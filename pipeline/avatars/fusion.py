@@ -2,10 +2,10 @@
 
 StyleGAN-family generators put the eyes at fixed image coordinates (``face.eye_offset``), which
 the whole-image CNN only partly sees after a random crop. A tiny logistic regression over
-``[logit(cnn score), face found, two eyes found, eye offset terms, face size]`` adds that
-geometry. It is fitted on the *validation* split only (``pipeline.avatars.evaluate
---fit-fusion``) and shipped as coefficients in ``manifest.json: fusion``; the detector applies
-it after the ONNX graph. Pure numpy: no sklearn at run time.
+``[logit(cnn score), face found, two eyes found, log eye offset]`` adds that geometry. It is
+fitted on the *validation* split only (``pipeline.avatars.evaluate --fit-fusion``) and shipped
+as coefficients in ``manifest.json: fusion``; the detector applies it after the ONNX graph.
+Pure numpy: no sklearn at run time.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ FEATURES: tuple[str, ...] = (
     "face_found",
     "two_eyes",
     "log_eye_offset",
-    "aligned",
-    "face_fraction",
 )
 """Names of the feature columns, in order (documented in docs/model.md)."""
 
@@ -34,23 +32,22 @@ OFFSET_FLOOR = 0.005
 MISSING_OFFSET = 0.3
 """Eye offset assumed when fewer than two eyes are found (fraction of side; the
 ``two_eyes`` column carries the difference)."""
-ALIGNED_OFFSET = 0.02
-"""Eye offset (fraction of side) under which an avatar counts as FFHQ/StyleGAN-aligned."""
 LOGIT_CLIP = 1e-6
 
 
-def geometry(finding: FaceFinding, size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """``(face_found, two_eyes, eye_offset or MISSING_OFFSET, face width / shorter side)``."""
+def geometry(finding: FaceFinding, size: tuple[int, int]) -> tuple[float, float, float]:
+    """``(face_found, two_eyes, eye_offset or MISSING_OFFSET)`` of one picture.
+
+    ``size`` is the (width, height) the finding was measured on; it is accepted so callers
+    need not change when a size-dependent feature is added, and is unused today.
+    """
+    del size
     two = len(finding.eyes) >= 2
     offset = eye_offset(finding.eyes) if two else None
-    fraction = 0.0
-    if finding.face_box is not None and min(size) > 0:
-        fraction = finding.face_box[2] / float(min(size))
     return (
         float(finding.face_found),
         float(two),
         float(offset) if offset is not None else MISSING_OFFSET,
-        float(fraction),
     )
 
 
@@ -59,18 +56,9 @@ def feature_matrix(
 ) -> np.ndarray:
     """(N, len(FEATURES)) float64 design matrix from CNN probabilities and ``geometry`` rows."""
     p = np.clip(np.asarray(cnn_probs, dtype=np.float64).reshape(-1), LOGIT_CLIP, 1 - LOGIT_CLIP)
-    g = np.asarray(geometries, dtype=np.float64).reshape(len(p), 4)
+    g = np.asarray(geometries, dtype=np.float64).reshape(len(p), 3)
     offset = np.where(g[:, 1] > 0, g[:, 2], MISSING_OFFSET)
-    return np.column_stack(
-        [
-            np.log(p / (1 - p)),
-            g[:, 0],
-            g[:, 1],
-            np.log(offset + OFFSET_FLOOR),
-            ((g[:, 1] > 0) & (offset < ALIGNED_OFFSET)).astype(np.float64),
-            g[:, 3],
-        ]
-    )
+    return np.column_stack([np.log(p / (1 - p)), g[:, 0], g[:, 1], np.log(offset + OFFSET_FLOOR)])
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -141,7 +129,6 @@ class Fusion:
             "constants": {
                 "offset_floor": OFFSET_FLOOR,
                 "missing_offset": MISSING_OFFSET,
-                "aligned_offset": ALIGNED_OFFSET,
             },
         }
 

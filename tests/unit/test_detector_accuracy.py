@@ -18,6 +18,8 @@ from PIL import Image
 from pipeline.avatars import dataset as ds
 from pipeline.avatars.detector import DEFAULT_MODEL_DIR, OnnxDetector
 from pipeline.avatars.evaluate import degrade, roc_auc, threshold_at_fpr, tpr_at_fpr
+from pipeline.avatars.face import CANONICAL_EYES, FaceFinding, HaarFaceLocator
+from pipeline.avatars.fusion import FEATURES, Fusion, feature_matrix, geometry
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess, preprocess_batch
 
 PER_CLASS = 100
@@ -26,6 +28,8 @@ AUC_FLOOR_DEGRADED = 0.86
 ACCURACY_FLOOR = 0.50
 ACCURACY_AT_HALF_FLOOR = 0.78
 REAL_FPR_CEILING = 0.05
+FUSED_AUC_FLOOR_CLEAN = 0.90
+FUSED_AUC_FLOOR_DEGRADED = 0.90
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,7 @@ def test_heldout_sample_is_separated(
     assert scores.shape == (2 * PER_CLASS,)
     assert np.all((scores >= 0.0) & (scores <= 1.0))
     assert roc_auc(labels, scores) >= AUC_FLOOR_CLEAN
-    flagged = scores > detector.threshold
+    flagged = scores > detector.cnn_threshold
     assert (flagged == (labels == 1)).mean() >= ACCURACY_FLOOR
     assert flagged[labels == 0].mean() <= REAL_FPR_CEILING
     assert ((scores > 0.5) == (labels == 1)).mean() >= ACCURACY_AT_HALF_FLOOR
@@ -73,6 +77,67 @@ def test_heldout_sample_survives_jpeg75_and_downscale(
     images, labels = heldout_sample
     scores = np.array(detector.score_batch([degrade(im) for im in images]))
     assert roc_auc(labels, scores) >= AUC_FLOOR_DEGRADED
+
+
+def _fused(detector: OnnxDetector, images: list[Image.Image]) -> np.ndarray:
+    locator = HaarFaceLocator()
+    findings = [locator.locate(im) for im in images]
+    cnn = detector.score_batch(images)
+    return np.array(detector.fuse(cnn, findings, [im.size for im in images]))
+
+
+def test_fused_score_separates_heldout_sample_better_than_the_cnn(
+    detector: OnnxDetector, heldout_sample: tuple[list[Image.Image], np.ndarray]
+) -> None:
+    images, labels = heldout_sample
+    assert detector.fused
+    fused = _fused(detector, images)
+    assert np.all((fused >= 0.0) & (fused <= 1.0))
+    assert roc_auc(labels, fused) >= FUSED_AUC_FLOOR_CLEAN
+    assert roc_auc(labels, fused) > roc_auc(labels, np.array(detector.score_batch(images)))
+    assert (fused[labels == 0] > detector.threshold).mean() <= REAL_FPR_CEILING
+
+
+def test_fused_score_survives_jpeg75_and_downscale_before_the_face_step(
+    detector: OnnxDetector, heldout_sample: tuple[list[Image.Image], np.ndarray]
+) -> None:
+    images, labels = heldout_sample
+    fused = _fused(detector, [degrade(im) for im in images])
+    assert roc_auc(labels, fused) >= FUSED_AUC_FLOOR_DEGRADED
+
+
+def test_fusion_rises_with_the_cnn_and_with_stylegan_eye_alignment(
+    detector: OnnxDetector,
+) -> None:
+    left, right = CANONICAL_EYES
+    aligned = FaceFinding(True, (10, 10, 100, 100), ((40, 50), (60, 50)), (left, right))
+    loose = FaceFinding(True, (10, 10, 100, 100), ((40, 50), (60, 50)), ((0.2, 0.3), (0.45, 0.32)))
+    size = (128, 128)
+    low, high = detector.fuse([0.3, 0.9], [aligned, aligned], [size, size])
+    assert high > low
+    near, far = detector.fuse([0.5, 0.5], [aligned, loose], [size, size])
+    assert near > far
+    with pytest.raises(ValueError):
+        detector.fuse([0.5], [], [])
+
+
+def test_fusion_fit_and_manifest_round_trip() -> None:
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 400)
+    cnn = np.clip(0.5 + 0.3 * (labels - 0.5) + 0.2 * rng.standard_normal(400), 0.01, 0.99)
+    offsets = np.where(labels == 1, 0.01, 0.08) + 0.01 * rng.random(400)
+    rows = np.column_stack([np.ones(400), np.ones(400), offsets])
+    x = feature_matrix(cnn, rows)
+    assert x.shape == (400, len(FEATURES))
+    fusion = Fusion.fit(x, labels, l2=1.0)
+    fused = fusion.probabilities(x)
+    assert roc_auc(labels, fused) > roc_auc(labels, cnn)
+    again = Fusion.from_manifest(fusion.to_manifest())
+    assert np.allclose(again.probabilities(x), fused)
+    bad = {**fusion.to_manifest(), "features": ["cnn_logit"]}
+    with pytest.raises(ValueError):
+        Fusion.from_manifest(bad)
+    assert geometry(FaceFinding.none(), (64, 64))[:2] == (0.0, 0.0)
 
 
 def test_batch_scores_match_single_scores(
