@@ -89,6 +89,8 @@ class AvatarStandIn:
         return AvatarResult(status="scored", score=score, hashes={"phash": phash}), matches
 
 
+NAT_PREFIXES = tuple(f"172.{56 + i}." for i in range(8)) + ("2607:fb90:",)
+"""The simulator's carrier-NAT ranges (thousands of honest accounts share each /24 or /48)."""
 GRID = tuple(round(0.3 + 0.05 * i, 2) for i in range(13))
 """Flag thresholds evaluated in every run (calibration: pick on one seed, report on another)."""
 
@@ -193,6 +195,7 @@ def main() -> int:
         flagged_at: dict[str, tuple[float, float]] = {}
         flag_grid: dict[float, dict[str, tuple[float, float]]] = {g: {} for g in GRID}
         seen: dict[str, tuple[int, int]] = {}
+        nat: set[str] = set()
         stage_s = 0.0
         n_events = 0
         batch: list[Envelope] = []
@@ -260,6 +263,8 @@ def main() -> int:
             tr = truth[ev.account_id]
             t = ev.occurred_at.timestamp()
             created.setdefault(ev.account_id, t)
+            if ev.signup_ip and ev.signup_ip.startswith(NAT_PREFIXES) and not tr.is_campaign:
+                nat.add(ev.account_id)
             last_event[ev.account_id] = t
             if ev.event_type == "account.created.v1":
                 avatar, matches = stand_in(ev.account_id, tr.avatar_kind, tr.photo_key)
@@ -341,6 +346,8 @@ def main() -> int:
         if lat_event
         else None,
         "false_positives": len(fp),
+        "honest_on_carrier_nat": len(nat),
+        "honest_on_carrier_nat_flagged": len(nat & flagged),
         "top_honest_clusters_score_size": honest[:5],
         "campaign_clusters": len(tainted),
         "false_positive_styles": dict(Counter(truth[a].avatar_kind for a in fp)),

@@ -59,8 +59,23 @@ def keyed_hash(secret: bytes, kind: str, raw: str) -> str:
     return hmac.new(secret, f"{kind}:{raw}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def _ipv4_prefix(address: str) -> str | None:
+    parts = address.split(".")
+    if len(parts) != 4:
+        return None
+    for p in parts:
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (len(p) > 1 and p[0] == "0"):
+            return None
+        if int(p) > 255:
+            return None
+    return f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
+
+
 def ip_prefix(address: str) -> tuple[str, str] | None:
     """``("ip24", "a.b.c.0/24")`` for IPv4 (and mapped IPv6), ``("ip48", "x:y:z::/48")`` for v6."""
+    fast = _ipv4_prefix(address.strip())
+    if fast is not None:
+        return "ip24", fast
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:

@@ -39,6 +39,9 @@ def test_ipv6_prefix_is_the_slash_48_and_mapped_v4_is_v4() -> None:
     assert ip_prefix("2001:db8:abcd:ffff:1::9") == ("ip48", "2001:db8:abcd::/48")
     assert ip_prefix("::ffff:198.51.100.4") == ("ip24", "198.51.100.0/24")
     assert ip_prefix("not an ip") is None
+    assert ip_prefix(" 10.0.0.1 ") == ("ip24", "10.0.0.0/24")
+    for bad in ("01.2.3.4", "1.2.3.256", "1.2.3", "1.2.3.4.5", "1..2.3", "\u0661.2.3.4"):
+        assert ip_prefix(bad) is None, bad
 
 
 def test_templates_replace_digit_runs_and_keep_shape() -> None:
