@@ -1,7 +1,8 @@
 """Scale-out benchmark: 1, 2 and 4 Faust workers in one consumer group on this machine.
 
-For each worker count, in one invocation and over the same simulated events (no avatars, so the
-avatar stage passes events through and the database-bound stages are what is measured): a fresh
+For each worker count, in one invocation and over the same simulated events (by default without
+avatars, so the avatar stage passes events through and the database-bound stages are what is
+measured; ``--avatars`` gives them pictures from the shared faces): a fresh
 PostgreSQL database and fresh topics (6 partitions), N ``unmask worker`` processes that join
 one group, then the events are produced (as a backlog, or at ``--rate`` events/s) and the
 decisions topic is read back. Reported per run: events/s (decisions / time from the first
@@ -95,12 +96,14 @@ class CpuSampler:
         return out
 
 
-def write_events(path: Path, accounts: int, seed: int) -> int:
+def write_events(path: Path, accounts: int, seed: int, faces: Path | None) -> int:
     from pipeline.sim.generate import Simulation
 
     n = 0
+    sim = Simulation(accounts, 2.0, seed, avatars=faces is not None, faces_dir=faces,
+                     avatar_dir=path.parent / "avatars" if faces else None)
     with open(path, "w", encoding="utf-8") as fh:
-        for event in Simulation(accounts, 2.0, seed, avatars=False).events():
+        for event in sim.events():
             fh.write(json.dumps(event) + "\n")
             n += 1
     return n
@@ -141,13 +144,16 @@ def wait_for_group(group: str, members: int, timeout: float = 120) -> float:
 
 
 def run(events: Path, n: int, workers: int, rate: float, workdir: Path,
-        kafka_pid: int | None) -> dict[str, Any]:
+        kafka_pid: int | None, faces: Path | None) -> dict[str, Any]:
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
     url = create_database()
     topics = create_topics()
     env = worker_env(url, topics, {"UNMASK_LOG_LEVEL": "WARNING"})
+    if faces is not None:
+        env["UNMASK_AVATARS__FILE_ROOT"] = str(faces)
+        env["UNMASK_AVATARS__EXTRA_FILE_ROOTS"] = json.dumps([str((workdir / "avatars").resolve())])
     tiny = workdir / "tiny-model"
     if "UNMASK_AVATARS__MODEL_PATH" in os.environ:
         env["UNMASK_AVATARS__MODEL_PATH"] = os.environ["UNMASK_AVATARS__MODEL_PATH"]
@@ -217,20 +223,29 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="produce at this many events/s (0: all at once, a backlog)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--avatars", action="store_true",
+                        help="events carry avatars from the shared faces (the avatar stage works)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="unmask-scale-"))
     events = workdir / "events.jsonl"
-    n = write_events(events, args.accounts, args.seed)
+    faces = None
+    if args.avatars:
+        from pipeline.stream.demo import shared_faces_dir
+
+        faces = shared_faces_dir()
+    n = write_events(events, args.accounts, args.seed, faces)
+    (workdir / "avatars").mkdir(exist_ok=True)
     kafka = pids_named("kafka.Kafka")
     results = []
     for workers in args.workers:
         load = os.getloadavg()[0]
-        result = run(events, n, workers, args.rate, workdir, kafka[0] if kafka else None)
+        result = run(events, n, workers, args.rate, workdir, kafka[0] if kafka else None, faces)
         result["load_avg_1m_before"] = round(load, 1)
         results.append(result)
         base = results[0]["events_per_s"]
         result["ratio_to_first"] = round(result["events_per_s"] / base, 2) if base else None
-        print(json.dumps({"events": n, "rate": args.rate, **result}), flush=True)
+        print(json.dumps({"events": n, "avatars": args.avatars, "rate": args.rate, **result}),
+              flush=True)
 
 
 if __name__ == "__main__":
