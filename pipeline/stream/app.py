@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -70,6 +72,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         broker_commit_interval=1.0,
         producer_acks=-1,
         stream_wait_empty=False,
+        datadir=str(Path(tempfile.gettempdir()) / "unmask-faust" / "{conf.id}-data"),
     )
     max_backoff = settings.database.retry_max_seconds
     raw = {
