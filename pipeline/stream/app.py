@@ -72,7 +72,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         broker_commit_interval=1.0,
         producer_acks=-1,
         stream_wait_empty=False,
-        datadir=str(Path(tempfile.gettempdir()) / "unmask-faust" / "{conf.id}-data"),
+        datadir=str(Path(tempfile.gettempdir()) / "unmask-faust-{conf.id}-data"),
     )
     max_backoff = settings.database.retry_max_seconds
     raw = {
