@@ -99,13 +99,15 @@ class SignalSettings(BaseModel):
     avatar_pair_bonus: float = 1.25
     """Evidence added to a pair whose two avatars are both AI-generated or reused photos."""
     flag_threshold: float = 0.5
-    """Cluster score (0..1) at or above which a cluster's accounts count as flagged (calibrated in docs/clusters.md)."""
+    """Cluster score (0..1) at or above which a cluster's accounts count as flagged
+    (calibrated in docs/clusters.md)."""
     ai_face_threshold: float = 0.5
     """Avatar score (0..1) at or above which a member counts as an AI face in the cluster score."""
     burst_minutes: float = 60.0
     """Two linked accounts whose features appeared within this many minutes are a burst, minutes."""
     max_partners: int = 5000
-    """Values shown by more accounts than this in the long window are not searched for link partners, accounts."""
+    """Values shown by more accounts than this in the long window are not searched for link
+    partners, accounts."""
 
 
 class DecideSettings(BaseModel):
@@ -119,7 +121,8 @@ class ReviewSettings(BaseModel):
     lease_seconds: int = 300
     """How long a claimed review item stays with its reviewer, seconds."""
     image_dir: Path = REPO_ROOT / "var" / "images"
-    """Content-addressed store of avatar bytes (files named by sha256) that the review page serves."""
+    """Content-addressed store of avatar bytes (files named by sha256) that the review page
+    serves."""
     session_max_age_s: int = 8 * 3600
     """Lifetime of a reviewer's signed session cookie, seconds."""
     secure_cookies: bool = False
@@ -127,13 +130,16 @@ class ReviewSettings(BaseModel):
     publish_interval_s: float = 1.0
     """Pause between outbox rounds that send unpublished reviewer decisions to Kafka, seconds."""
     publish_decisions: bool = True
-    """Run the outbox publisher inside ``unmask review`` (false: publish with ``unmask review-publish``)."""
+    """Run the outbox publisher inside ``unmask review`` (false: publish with
+    ``unmask review-publish``)."""
 
 
 class Settings(BaseSettings):
     """All configuration of unmask. Built once by the composition root and passed in."""
 
-    model_config = SettingsConfigDict(env_prefix="UNMASK_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="UNMASK_", env_nested_delimiter="__", extra="ignore"
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     """Where this runs; production refuses default secrets."""

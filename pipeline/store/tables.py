@@ -1,4 +1,4 @@
-"""Tables of the foundation: events, idempotency marks, avatar results, decisions, DLQ, review items.
+"""Foundation tables: events, idempotency marks, avatar results, decisions, DLQ, review items.
 
 Stage-specific tables live beside this module (``dedupe_tables``, ``signal_tables``, ...) on the
 same ``metadata``, so Alembic sees one schema. Types work on PostgreSQL and SQLite.
@@ -138,7 +138,9 @@ review_items = sa.Table(
 )
 sa.Index(
     "ix_review_items_open_order",
-    review_items.c.queue, review_items.c.escalation_level, review_items.c.priority.desc(),
+    review_items.c.queue,
+    review_items.c.escalation_level,
+    review_items.c.priority.desc(),
     review_items.c.created_at,
     postgresql_where=review_items.c.open_key.isnot(None),
     sqlite_where=review_items.c.open_key.isnot(None),
