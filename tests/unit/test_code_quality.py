@@ -36,4 +36,4 @@ def test_pure_modules_import_no_infrastructure() -> None:
         [tool("lint-imports")], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout[-4000:]
-    assert "broken" in result.stdout and "0 broken" in result.stdout
+    assert "0 broken" in result.stdout
