@@ -62,7 +62,8 @@ def feature_matrix(
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+    return out
 
 
 def fit_logistic(

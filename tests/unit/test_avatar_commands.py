@@ -38,6 +38,7 @@ def test_score_prints_one_json_line_per_image(
         [Image.open(photo).convert("RGB")]
     )[0]
     assert face["score"] == pytest.approx(expected, abs=1e-5)
+    assert face["cnn_score"] == pytest.approx(expected, abs=1e-5)
     assert face["model_version"] == VERSION
     assert face["face_found"] is True and len(face["eyes"]) == 2
     assert face["eye_offset"] < 0.03
