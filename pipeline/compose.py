@@ -21,9 +21,10 @@ def build_stages(settings: Settings, engine: Engine) -> list[Stage]:
     from pipeline.signals.stage import SignalStage
     from pipeline.store.images import ImageStore
 
+    avatar = AvatarStage(engine, settings, images=ImageStore(settings.review.image_dir))
     return [
-        AvatarStage(engine, settings, images=ImageStore(settings.review.image_dir)),
+        avatar,
         DedupeStage(engine, settings),
         SignalStage(engine, settings),
-        DecideStage(engine, settings),
+        DecideStage(engine, settings, ai_threshold=avatar.detector.threshold),
     ]

@@ -28,6 +28,7 @@ OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 SIGNALS = (
     "avatar_score",
+    "avatar_ai",
     "avatar_refused",
     "face_found",
     "bank_matches",
@@ -175,8 +176,12 @@ def load_policy(path: Path | None = None) -> Policy:
     return parse_policy((path or DEFAULT_POLICY).read_text(encoding="utf-8"))
 
 
-def signals_of(envelope: Envelope) -> dict[str, Any]:
-    """The flat signal dictionary that policy conditions read, from one envelope."""
+def signals_of(envelope: Envelope, ai_threshold: float = 0.5) -> dict[str, Any]:
+    """The flat signal dictionary that policy conditions read, from one envelope.
+
+    ``avatar_ai`` is the avatar score against the detector's calibrated threshold (the
+    manifest's, passed in by the composition root), so the policy needs no model-specific
+    number."""
     avatar = envelope.avatar
     matches = envelope.matches or ()
     bank = [m for m in matches if m.source == "bank"]
@@ -192,6 +197,7 @@ def signals_of(envelope: Envelope) -> dict[str, Any]:
     }
     if avatar and avatar.status == "scored":
         signals["avatar_score"] = avatar.score
+        signals["avatar_ai"] = avatar.score is not None and avatar.score >= ai_threshold
         signals["face_found"] = avatar.face_found
     if matches:
         signals["best_match_distance"] = min(m.distance for m in matches)

@@ -32,10 +32,19 @@ def decision_id_for(event_id: str) -> str:
 class DecideStage:
     name = "decide"
 
-    def __init__(self, engine: Engine, settings: Settings, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        policy: Policy | None = None,
+        ai_threshold: float | None = None,
+    ) -> None:
         self.engine = engine
         self.policy = policy or load_policy(settings.decide.policy_path)
         self.secret = settings.secret_key.get_secret_value().encode()
+        self.ai_threshold = (
+            ai_threshold if ai_threshold is not None else settings.signals.ai_face_threshold
+        )
         metrics.POLICY_INFO.info({"version": self.policy.version})
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
@@ -87,7 +96,7 @@ class DecideStage:
 
     def _decide(self, conn: Connection, env: Envelope) -> tuple[Decision, dict[str, Any] | None]:
         ev = env.event
-        signals = signals_of(env)
+        signals = signals_of(env, self.ai_threshold)
         verdict = self.policy.decide(signals)
         now = datetime.now(UTC)
         evidence = evidence_of(env)

@@ -41,7 +41,7 @@ def test_most_severe_action_wins_and_all_reasons_are_kept() -> None:
         (),
         ClusterSignal("c1", cluster_score=0.9, size=12),
     )
-    verdict = load_policy().decide(signals_of(env))
+    verdict = load_policy().decide(signals_of(env, ai_threshold=0.95))
     assert verdict.action == "disable"
     assert verdict.priority == 90
     assert any("12 accounts" in r for r in verdict.reasons)
@@ -82,3 +82,14 @@ rules:
 def test_malformed_policies_are_refused_at_load(text: str) -> None:
     with pytest.raises(PolicyError):
         parse_policy(text)
+
+
+def test_avatar_ai_compares_the_score_with_the_detector_threshold() -> None:
+    env = Envelope(
+        EVENT, AvatarResult(status="scored", score=0.93, face_found=True), (), ClusterSignal.none()
+    )
+    below = load_policy().decide(signals_of(env, ai_threshold=0.95))
+    above = load_policy().decide(signals_of(env, ai_threshold=0.9))
+    assert below.action == "allow" and below.queue is None
+    assert above.action == "review" and above.queue == "ai-avatars"
+    assert "AI-generated" in above.reasons[0]
