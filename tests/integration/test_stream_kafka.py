@@ -103,3 +103,74 @@ def test_events_flow_from_kafka_to_postgres_and_decision_topic(
     assert statuses.count("scored") == n // 2, statuses
     assert statuses.count("absent") == n - n // 2
     assert all(0.0 <= r.score <= 1.0 for r in rows if r.status == "scored")
+
+
+def edited_copy(src: Path, dest: Path, mirror: bool = False) -> Path:
+    """The photo resized to 80% and re-encoded as JPEG q70 (and mirrored when asked)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(src) as im:
+        out = im.convert("RGB").resize((int(im.width * 0.8), int(im.height * 0.8)))
+        if mirror:
+            out = ImageOps.mirror(out)
+        out.save(dest, "JPEG", quality=70)
+    return dest
+
+
+def test_reposted_and_banked_photos_are_caught_through_kafka(
+    pipeline_env: dict[str, str], worker_factory: Any, shared_dir: Path, tmp_path: Path
+) -> None:
+    from pipeline.dedupe.store import add_bank_photo
+    from pipeline.settings import Settings
+
+    reals = sorted((shared_dir / "data/faces/real").glob("lfw_*"))
+    original, banked = reals[100], reals[101]
+    engine = make_engine(pipeline_env["UNMASK_DATABASE__URL"])
+    add_bank_photo(
+        engine, Settings().dedupe.radius, banked.read_bytes(), "stolen: test model", added_by="test"
+    )
+    reposted = edited_copy(original, tmp_path / "reposted.jpg")
+    mirrored = edited_copy(banked, tmp_path / "mirrored.jpg", mirror=True)
+    env = dict(pipeline_env, UNMASK_AVATARS__EXTRA_FILE_ROOTS=json.dumps([str(tmp_path)]))
+    posts = [("acct-orig", original), ("acct-repost", reposted), ("acct-banked", mirrored)]
+    lines = []
+    for i, (account, path) in enumerate(posts):
+        doc = dict(
+            EXAMPLE,
+            event_id=f"dup-{i}",
+            account_id=account,
+            username=f"u{i}",
+            occurred_at=f"2026-11-29T11:00:{i:02d}Z",
+            signup_ip=f"192.0.2.{i + 1}",
+            device_id=f"dev-{i}",
+            avatar_url=path.resolve().as_uri(),
+        )
+        lines.append(json.dumps(doc))
+    events_path = tmp_path / "dups.jsonl"
+    # the original is decided before the repost is produced, so the repost can only match it
+    events_path.write_text(lines[0] + "\n")
+    worker = worker_factory(env)
+    cli = [sys.executable, "-m", "pipeline.cli", "produce"]
+    subprocess.run([*cli, str(events_path)], env=env, cwd=REPO_ROOT, check=True, timeout=60)
+    first = consume(
+        env["UNMASK_KAFKA__BOOTSTRAP"], env["UNMASK_KAFKA__TOPIC_DECISIONS"], 1, alive=worker.alive
+    )
+    assert len(first) == 1, worker.log()
+    events_path.write_text("\n".join(lines[1:]) + "\n")
+    subprocess.run([*cli, str(events_path)], env=env, cwd=REPO_ROOT, check=True, timeout=60)
+    got = consume(
+        env["UNMASK_KAFKA__BOOTSTRAP"], env["UNMASK_KAFKA__TOPIC_DECISIONS"], 3, alive=worker.alive
+    )
+    by_account = {d["account_id"]: d for d in got}
+    assert set(by_account) == {"acct-orig", "acct-repost", "acct-banked"}, worker.log()
+
+    assert by_account["acct-orig"]["evidence"]["matches"] == []
+    repost = by_account["acct-repost"]["evidence"]["matches"]
+    assert [m["account_id"] for m in repost if m["source"] == "account"] == ["acct-orig"]
+    banked_matches = by_account["acct-banked"]["evidence"]["matches"]
+    bank = [m for m in banked_matches if m["source"] == "bank"]
+    assert bank and bank[0]["label"] == "stolen: test model"
+    assert bank[0]["transform"] == "mirror"
+    assert by_account["acct-banked"]["action"] in ("challenge", "disable")
+    assert any("stolen" in r for r in by_account["acct-banked"]["reasons"])
+    engine.dispose()
