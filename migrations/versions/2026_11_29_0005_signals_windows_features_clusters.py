@@ -2,7 +2,7 @@
 member counts and per-cluster feature counts), results.
 
 Revision ID: 0005_signals
-Revises: 0001_foundation
+Revises: 0004_dedupe
 Create Date: 2026-11-29 15:33:05.675009
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0005_signals'
-down_revision: str | Sequence[str] | None = '0001_foundation'
+down_revision: str | Sequence[str] | None = '0004_dedupe'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

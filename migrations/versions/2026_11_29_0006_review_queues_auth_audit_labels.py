@@ -1,7 +1,7 @@
 """Review: lease/outcome columns on review_items, reviewers, append-only audit log, labels.
 
 Revision ID: 0006_review
-Revises: 0001_foundation
+Revises: 0005_signals
 Create Date: 2026-11-29 15:40:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0006_review"
-down_revision: str | Sequence[str] | None = "0001_foundation"
+down_revision: str | Sequence[str] | None = "0005_signals"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Avatar results: declared picture size and the eye-offset feature.
 
 Revision ID: 0010_avatar_features
-Revises: 0001_foundation
+Revises: 0006_review
 Create Date: 2026-11-29 15:45:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010_avatar_features"
-down_revision: str | Sequence[str] | None = "0001_foundation"
+down_revision: str | Sequence[str] | None = "0006_review"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Dedupe: keep each stored photo's PDQ hashes, to verify pHash candidates.
 
 Revision ID: 0011_dedupe_pdq
-Revises: 0004_dedupe
+Revises: 0010_avatar_features
 Create Date: 2026-11-29 16:30:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_dedupe_pdq"
-down_revision: str | Sequence[str] | None = "0004_dedupe"
+down_revision: str | Sequence[str] | None = "0010_avatar_features"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
