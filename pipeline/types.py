@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 Action = Literal["allow", "review", "challenge", "disable"]
+Transform = Literal["plain", "mirror", "exact"]
 
 
 @dataclass(frozen=True)
@@ -116,20 +117,20 @@ class PhotoMatch:
 
     @classmethod
     def from_bank(
-        cls, entry_id: str, label: str, distance: int, transform: str, hash_kind: str
+        cls, entry_id: str, label: str, distance: int, transform: Transform, hash_kind: str
     ) -> PhotoMatch:
-        return cls("bank", entry_id, distance, transform, hash_kind, label=label)  # type: ignore[arg-type]
+        return cls("bank", entry_id, distance, transform, hash_kind, label=label)
 
     @classmethod
     def from_account(
-        cls, account_id: str, distance: int, transform: str, hash_kind: str
+        cls, account_id: str, distance: int, transform: Transform, hash_kind: str
     ) -> PhotoMatch:
         return cls(
             "account",
             f"account:{account_id}",
             distance,
             transform,
-            hash_kind,  # type: ignore[arg-type]
+            hash_kind,
             account_id=account_id,
         )
 

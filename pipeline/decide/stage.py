@@ -174,7 +174,7 @@ class DecideStage:
     @staticmethod
     def _upsert_account(conn: Connection, env: Envelope, decision: Decision, now: datetime) -> None:
         ev = env.event
-        profile = {
+        profile: dict[str, Any] = {
             k: v
             for k, v in {
                 "display_name": ev.display_name,

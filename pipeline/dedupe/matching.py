@@ -17,12 +17,18 @@ from dataclasses import dataclass
 from pipeline.dedupe.bands import hamming, hex_to_int
 from pipeline.dedupe.hashes import FAMILY, HASH_BITS, MIRROR_KINDS
 from pipeline.dedupe.index import BITS, HashHit, IndexedHash
-from pipeline.types import PhotoMatch
+from pipeline.types import PhotoMatch, Transform
 
 INDEXED_KINDS: dict[str, tuple[str, ...]] = {
     "phash": (
-        "phash", "phash_mirror", "phash_trim", "phash_trim_mirror", "phash_crop5",
-        "phash_crop10", "phash_crop5_mirror", "phash_crop10_mirror",
+        "phash",
+        "phash_mirror",
+        "phash_trim",
+        "phash_trim_mirror",
+        "phash_crop5",
+        "phash_crop10",
+        "phash_crop5_mirror",
+        "phash_crop10_mirror",
     ),
 }
 """Kinds stored in the index, by family. The eye-aligned ``face`` hash is computed but not
@@ -56,8 +62,11 @@ class MatchRule:
         matches."""
         if distance <= self.radius:
             return True
-        return (distance <= self.verified_radius and pdq_distance is not None
-                and pdq_distance <= self.pdq_radius)
+        return (
+            distance <= self.verified_radius
+            and pdq_distance is not None
+            and pdq_distance <= self.pdq_radius
+        )
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,12 @@ def pdq_distance(query: Mapping[str, str], stored: Sequence[str]) -> int | None:
     return min(hamming(q, hex_to_int(v)) for v in stored)
 
 
-def accepted(hits: Iterable[HashHit], rule: MatchRule, query: Mapping[str, str],
-             photos: Mapping[str, StoredPhoto]) -> list[HashHit]:
+def accepted(
+    hits: Iterable[HashHit],
+    rule: MatchRule,
+    query: Mapping[str, str],
+    photos: Mapping[str, StoredPhoto],
+) -> list[HashHit]:
     """The index hits that match under ``rule`` (hits beyond ``radius`` need the PDQ check)."""
     out = []
     for hit in hits:
@@ -114,14 +127,15 @@ def queries(hashes: Mapping[str, str]) -> dict[str, list[int]]:
     return out
 
 
-def transform_of(kind: str) -> str:
+def transform_of(kind: str) -> Transform:
     return "mirror" if kind in MIRROR_KINDS else "plain"
 
 
-def to_match(photo: StoredPhoto, distance: int, transform: str, hash_kind: str) -> PhotoMatch:
+def to_match(photo: StoredPhoto, distance: int, transform: Transform, hash_kind: str) -> PhotoMatch:
     if photo.source == "bank":
-        return PhotoMatch.from_bank(photo.photo_id, photo.label or "", distance, transform,
-                                    hash_kind)
+        return PhotoMatch.from_bank(
+            photo.photo_id, photo.label or "", distance, transform, hash_kind
+        )
     return PhotoMatch.from_account(photo.account_id or "", distance, transform, hash_kind)
 
 
@@ -139,10 +153,13 @@ def best_matches(
     """
     best: dict[str, tuple[int, int, PhotoMatch]] = {}
 
-    def offer(photo_id: str, rank: int, distance: int, transform: str, kind: str) -> None:
+    def offer(photo_id: str, rank: int, distance: int, transform: Transform, kind: str) -> None:
         photo = photos.get(photo_id)
-        if photo is None or (exclude_account is not None and photo.account_id == exclude_account
-                             and photo.source == "account"):
+        if photo is None or (
+            exclude_account is not None
+            and photo.account_id == exclude_account
+            and photo.source == "account"
+        ):
             return
         match = to_match(photo, distance, transform, kind)
         current = best.get(match.entry_id)

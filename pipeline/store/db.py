@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.tables import processed_events
@@ -31,6 +32,13 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT with ON CONFLICT support (PostgreSQL or SQLite)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 def insert_ignore(
     conn: Connection,
     table: sa.Table,
@@ -40,11 +48,7 @@ def insert_ignore(
     """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite; returns rows inserted."""
     if not rows:
         return 0
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=index_elements)
     result = conn.execute(stmt, rows)
     return int(result.rowcount or 0)
 
@@ -57,11 +61,7 @@ def upsert(
     update: dict[str, Any],
 ) -> None:
     """INSERT ... ON CONFLICT (index_elements) DO UPDATE SET update, on PostgreSQL and SQLite."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(**row)
+    stmt = _insert(conn, table).values(**row)
     conn.execute(stmt.on_conflict_do_update(index_elements=index_elements, set_=update))
 
 

@@ -17,9 +17,9 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from sqlalchemy import exc as sa_exc
@@ -58,6 +58,13 @@ async def retry_transient(what: str, fn: Callable[[], Any], max_backoff: float) 
             delay = min(delay * 2, max_backoff)
 
 
+def event_batches(stream: faust.StreamT[Any], size: int) -> AsyncIterator[list[faust.EventT[Any]]]:
+    """Micro-batches of events that are NOT acknowledged yet (faust's ``noack_take``, which
+    yields events; faust declares it on ``Stream`` only and types it as yielding values)."""
+    batches = stream.noack_take(size, within=0.05)  # type: ignore[attr-defined]
+    return cast(AsyncIterator[list[faust.EventT[Any]]], batches)
+
+
 def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> faust.App:
     """A Faust app whose agents run ``stages`` (avatar, dedupe, signals, decide) in order."""
     k = settings.kafka
@@ -75,19 +82,21 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         datadir=str(Path(tempfile.gettempdir()) / "unmask-faust-{conf.id}-data"),
     )
     max_backoff = settings.database.retry_max_seconds
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    as_json = {"key_type": bytes, "key_serializer": "raw", "value_serializer": "json"}
-    events_topic = app.topic(k.topic_events, **raw)
-    dlq_topic = app.topic(k.topic_dlq, **as_json)
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    def json_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, key_serializer="raw", value_serializer="json")
+
+    events_topic = raw_topic(k.topic_events)
+    dlq_topic = json_topic(k.topic_dlq)
     chain = [k.topic_validated, k.topic_scored, k.topic_matched, k.topic_signals]
-    topics = [app.topic(name, **as_json) for name in chain]
-    sources = [app.topic(name, **raw) for name in chain]
-    decisions_topic = app.topic(k.topic_decisions, **as_json)
+    topics = [json_topic(name) for name in chain]
+    sources = [raw_topic(name) for name in chain]
+    decisions_topic = json_topic(k.topic_decisions)
 
     async def ack_all(stream: faust.StreamT[Any], events: Sequence[faust.EventT[Any]]) -> None:
         """Mark a micro-batch consumed, only once its outputs are acknowledged by the broker.
@@ -111,7 +120,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
 
     @app.agent(events_topic, name="validate")
     async def validate(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.noack_take(500, within=0.05):
+        async for events in event_batches(stream, 500):
             good: list[Envelope] = []
             dead: list[dict[str, Any]] = []
             for event in events:
@@ -143,7 +152,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         batch_size = settings.avatars.batch_size if stage.name == "avatar" else 200
 
         async def consume_stage(stream: faust.StreamT[Any]) -> None:
-            async for events in stream.noack_take(batch_size, within=0.05):
+            async for events in event_batches(stream, batch_size):
                 values = [event.value for event in events]
                 envelopes = []
                 dead: list[dict[str, Any]] = []

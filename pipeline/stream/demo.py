@@ -84,7 +84,7 @@ def run_demo(
     campaign = {a for a, r in truth.items() if r.is_campaign}
     caught = len(campaign & flagged)
     with engine.connect() as conn:
-        queues = dict(
+        queues: dict[str, int] = dict(
             conn.execute(
                 sa.select(review_items.c.queue, sa.func.count())
                 .where(review_items.c.status == "pending")

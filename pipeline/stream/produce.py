@@ -16,9 +16,8 @@ def record_key(raw: bytes) -> bytes | None:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-    if isinstance(doc, dict) and isinstance(doc.get("account_id"), str):
-        return doc["account_id"].encode()
-    return None
+    account_id = doc.get("account_id") if isinstance(doc, dict) else None
+    return account_id.encode() if isinstance(account_id, str) else None
 
 
 def produce_file(path: Path, bootstrap: str, topic: str) -> int:

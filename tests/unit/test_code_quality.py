@@ -37,3 +37,10 @@ def test_pure_modules_import_no_infrastructure() -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "0 broken" in result.stdout
+
+
+def test_mypy_strict_on_the_package() -> None:
+    result = subprocess.run(
+        [tool("mypy"), "pipeline"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
