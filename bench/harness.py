@@ -19,16 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from pipeline.stream.topics import topic_layout
+
 REPO = Path(__file__).resolve().parents[1]
-TOPIC_FIELDS = {
-    "topic_events": ("accounts.events", 6),
-    "topic_dlq": ("accounts.dlq", 1),
-    "topic_validated": ("accounts.validated.v1", 6),
-    "topic_scored": ("avatars.scored.v1", 6),
-    "topic_matched": ("avatars.matched.v1", 6),
-    "topic_signals": ("accounts.signals.v1", 6),
-    "topic_decisions": ("enforcement.decisions", 6),
-}
+TOPIC_FIELDS = topic_layout()
 
 
 def server_url() -> str:
@@ -65,7 +59,8 @@ def drop_database(url: str) -> None:
     admin.dispose()
 
 
-def create_topics(partitions: int = 6) -> dict[str, str]:
+def create_topics() -> dict[str, str]:
+    """Uniquely named copies of the pipeline's topics, partitioned as in ops/topics.json."""
     from kafka.admin import KafkaAdminClient
 
     suffix = uuid.uuid4().hex[:8]
@@ -73,11 +68,8 @@ def create_topics(partitions: int = 6) -> dict[str, str]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap())
     admin.create_topics(
         {
-            names[field]: {
-                "num_partitions": 1 if field == "topic_dlq" else partitions,
-                "replication_factor": 1,
-            }
-            for field in TOPIC_FIELDS
+            names[field]: {"num_partitions": parts, "replication_factor": 1}
+            for field, (_, parts) in TOPIC_FIELDS.items()
         },
         timeout_ms=30000,
         wait_for_metadata=True,

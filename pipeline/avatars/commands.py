@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 from pipeline.avatars.decode import DecodedImage, decode_image
 from pipeline.avatars.errors import AvatarRefused, count_refusal
 from pipeline.avatars.face import HaarFaceLocator, eye_offset
+from pipeline.avatars.fetch import read_regular_file
 from pipeline.settings import Settings
 
 
@@ -63,27 +62,6 @@ def cmd_train_detector(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     return int(train.main(args.train_args) or 0)
-
-
-def read_local(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``; raises :class:`AvatarRefused`."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise AvatarRefused("not_found", str(path)) from None
-    except OSError as error:
-        raise AvatarRefused("fetch_failed", f"{path}: {error.strerror}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise AvatarRefused("not_found", f"{path} is not a regular file")
-    with os.fdopen(fd, "rb") as handle:
-        if info.st_size > max_bytes:
-            raise AvatarRefused("too_large", f"{info.st_size} bytes")
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise AvatarRefused("too_large", f"more than {max_bytes} bytes")
-    return data
 
 
 def score_files(
@@ -146,7 +124,7 @@ def score_files(
 
     for index, path in enumerate(paths):
         try:
-            data = read_local(path, avatars.max_bytes)
+            data = read_regular_file(path, avatars.max_bytes)
             decoded = decode_image(data, avatars.max_pixels)
         except AvatarRefused as refusal:
             count_refusal(refusal)

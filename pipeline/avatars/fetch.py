@@ -380,21 +380,28 @@ class AvatarFetcher:
         resolved = path.resolve()
         if not any(resolved.is_relative_to(root) for root in self._file_roots):
             raise AvatarRefused("file_outside_root", raw)
-        max_bytes = self._settings.max_bytes
-        try:
-            fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        except FileNotFoundError:
-            raise AvatarRefused("not_found", raw) from None
-        except OSError as error:
-            raise AvatarRefused("fetch_failed", f"{raw}: {error.strerror}") from None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise AvatarRefused("not_found", f"{raw} is not a regular file")
-        with os.fdopen(fd, "rb") as handle:
-            if info.st_size > max_bytes:
-                raise AvatarRefused("too_large", f"{info.st_size} bytes")
-            data = handle.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise AvatarRefused("too_large", f"more than {max_bytes} bytes")
+        data = read_regular_file(resolved, self._settings.max_bytes, shown=raw)
         return Fetched(data, resolved.as_uri(), None, 0)
+
+
+def read_regular_file(path: Path, max_bytes: int, shown: str | None = None) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (no FIFOs, devices or directories:
+    opened non-blocking, checked with fstat); raises :class:`AvatarRefused`."""
+    label = shown if shown is not None else str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise AvatarRefused("not_found", label) from None
+    except OSError as error:
+        raise AvatarRefused("fetch_failed", f"{label}: {error.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise AvatarRefused("not_found", f"{label} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > max_bytes:
+            raise AvatarRefused("too_large", f"{info.st_size} bytes")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise AvatarRefused("too_large", f"more than {max_bytes} bytes")
+    return data

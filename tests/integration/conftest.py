@@ -20,16 +20,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.stream.topics import topic_layout
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOPICS = {
-    "topic_events": ("accounts.events", 6),
-    "topic_dlq": ("accounts.dlq", 1),
-    "topic_validated": ("accounts.validated.v1", 6),
-    "topic_scored": ("avatars.scored.v1", 6),
-    "topic_matched": ("avatars.matched.v1", 6),
-    "topic_signals": ("accounts.signals.v1", 6),
-    "topic_decisions": ("enforcement.decisions", 6),
-}
+TOPICS = topic_layout()
 
 
 @pytest.fixture

@@ -39,3 +39,12 @@ def test_files_mounted_by_compose_exist() -> None:
             if host.startswith("./"):
                 assert (REPO / host).exists(), f"{name} mounts missing {host}"
     assert (REPO / "Dockerfile").exists()
+
+
+def test_every_topic_the_settings_name_is_defined_in_ops_topics_json() -> None:
+    from pipeline.stream.topics import topic_layout
+
+    layout = topic_layout()
+    assert layout["topic_events"] == ("accounts.events", 6)
+    assert layout["topic_dlq"][1] == 1
+    assert len(layout) == 7
