@@ -19,7 +19,7 @@ from pipeline import metrics
 from pipeline.decide.policy import Policy, evidence_of, load_policy, signals_of
 from pipeline.privacy import redact_event
 from pipeline.settings import Settings
-from pipeline.store.db import claim_once, insert_ignore, upsert
+from pipeline.store.db import claim_many, insert_ignore, upsert
 from pipeline.store.tables import accounts, decisions, events, review_items
 from pipeline.types import Decision, Envelope
 
@@ -51,34 +51,41 @@ class DecideStage:
         """Decide each event once. ``decision_is_new`` on an output means "still to publish":
         true for a decision made now, or stored but never marked published (a redelivery
         after a crash between decide and publish), and false for a repeat of an event that
-        is already published or already appeared earlier in this batch."""
-        out: list[Envelope] = []
-        made: list[Envelope] = []
-        reviews: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        with self.engine.begin() as conn:
-            for env in batch:
-                event_id = env.event.event_id
-                if claim_once(conn, event_id, self.name):
-                    decision, review = self._decide(conn, env)
-                    if review:
-                        reviews.append(review)
-                    decided = dataclasses.replace(env, decision=decision, decision_is_new=True)
-                    made.append(decided)
-                else:
-                    stored, published = self._stored(conn, event_id)
-                    to_publish = not published and event_id not in seen
-                    decided = dataclasses.replace(env, decision=stored, decision_is_new=to_publish)
-                seen.add(event_id)
-                out.append(decided)
-            for review in sorted(reviews, key=lambda r: r["open_key"]):
-                self._upsert_review(conn, review)
+        is already published or already appeared earlier in this batch.
+
+        A few statements per batch, not per event: one claim of every id, one insert each
+        into ``events`` and ``decisions``, one read of stored decisions for repeats, one
+        upsert per account and one per review unit (several accounts of one cluster in a batch
+        refresh its review unit once)."""
+        first: dict[str, Envelope] = {}
+        for env in batch:
+            first.setdefault(env.event.event_id, env)
         now = datetime.now(UTC)
-        for env in made:
-            assert env.decision is not None
-            metrics.DECISIONS.labels(env.decision.action, env.decision.source).inc()
+        with self.engine.begin() as conn:
+            claimed = claim_many(conn, list(first), self.name)
+            made = {eid: self._verdict(first[eid], now) for eid in first if eid in claimed}
+            self._write(conn, [(first[eid], *made[eid]) for eid in first if eid in made], now)
+            stored = self._stored_many(conn, [eid for eid in first if eid not in claimed])
+        out: list[Envelope] = []
+        seen: set[str] = set()
+        for env in batch:
+            event_id = env.event.event_id
+            if event_id in made and event_id not in seen:
+                decided = dataclasses.replace(env, decision=made[event_id][0], decision_is_new=True)
+            elif event_id in made:
+                decided = dataclasses.replace(
+                    env, decision=made[event_id][0], decision_is_new=False
+                )
+            else:
+                decision, published = stored[event_id]
+                to_publish = not published and event_id not in seen
+                decided = dataclasses.replace(env, decision=decision, decision_is_new=to_publish)
+            seen.add(event_id)
+            out.append(decided)
+        for event_id, (decision, _review) in made.items():
+            metrics.DECISIONS.labels(decision.action, decision.source).inc()
             metrics.EVENT_TO_DECISION_SECONDS.observe(
-                max(0.0, (now - env.event.occurred_at).total_seconds())
+                max(0.0, (now - first[event_id].event.occurred_at).total_seconds())
             )
         return out
 
@@ -94,11 +101,11 @@ class DecideStage:
                 .values(published_at=datetime.now(UTC))
             )
 
-    def _decide(self, conn: Connection, env: Envelope) -> tuple[Decision, dict[str, Any] | None]:
+    def _verdict(self, env: Envelope, now: datetime) -> tuple[Decision, dict[str, Any] | None]:
+        """The decision for one envelope and, when a person should look, its review unit."""
         ev = env.event
         signals = signals_of(env, self.ai_threshold)
         verdict = self.policy.decide(signals)
-        now = datetime.now(UTC)
         evidence = evidence_of(env)
         evidence["signals"] = signals
         evidence["rules"] = list(verdict.rule_ids)
@@ -114,36 +121,6 @@ class DecideStage:
             policy_version=self.policy.version,
             evidence=evidence,
         )
-        insert_ignore(
-            conn,
-            events,
-            {
-                "event_id": ev.event_id,
-                "account_id": ev.account_id,
-                "event_type": ev.event_type,
-                "occurred_at": ev.occurred_at,
-                "received_at": now,
-                "payload": redact_event(ev.to_dict(), self.secret),
-            },
-            ["event_id"],
-        )
-        conn.execute(
-            decisions.insert().values(
-                decision_id=decision.decision_id,
-                event_id=ev.event_id,
-                account_id=ev.account_id,
-                decided_at=now,
-                event_time=ev.occurred_at,
-                action=decision.action,
-                score=decision.score,
-                priority=decision.priority,
-                reasons=list(decision.reasons),
-                policy_version=decision.policy_version,
-                source="pipeline",
-                evidence=evidence,
-            )
-        )
-        self._upsert_account(conn, env, decision, now)
         review = None
         if verdict.queue is not None:
             cluster = env.cluster
@@ -170,6 +147,63 @@ class DecideStage:
                 "updated_at": now,
             }
         return decision, review
+
+    def _write(
+        self,
+        conn: Connection,
+        fresh: list[tuple[Envelope, Decision, dict[str, Any] | None]],
+        now: datetime,
+    ) -> None:
+        if not fresh:
+            return
+        insert_ignore(
+            conn,
+            events,
+            [
+                {
+                    "event_id": env.event.event_id,
+                    "account_id": env.event.account_id,
+                    "event_type": env.event.event_type,
+                    "occurred_at": env.event.occurred_at,
+                    "received_at": now,
+                    "payload": redact_event(env.event.to_dict(), self.secret),
+                }
+                for env, _decision, _review in fresh
+            ],
+            ["event_id"],
+        )
+        conn.execute(
+            decisions.insert(),
+            [
+                {
+                    "decision_id": d.decision_id,
+                    "event_id": d.event_id,
+                    "account_id": d.account_id,
+                    "decided_at": now,
+                    "event_time": env.event.occurred_at,
+                    "action": d.action,
+                    "score": d.score,
+                    "priority": d.priority,
+                    "reasons": list(d.reasons),
+                    "policy_version": d.policy_version,
+                    "source": "pipeline",
+                    "evidence": d.evidence,
+                }
+                for env, d, _review in fresh
+            ],
+        )
+        for env, decision, _review in sorted(fresh, key=lambda f: f[0].event.account_id):
+            self._upsert_account(conn, env, decision, now)
+        units: dict[str, dict[str, Any]] = {}
+        for _env, _decision, review in fresh:
+            if review is None:
+                continue
+            key = review["open_key"]
+            if key in units:
+                review = {**review, "priority": max(review["priority"], units[key]["priority"])}
+            units[key] = review
+        for key in sorted(units):
+            self._upsert_review(conn, units[key])
 
     @staticmethod
     def _upsert_account(conn: Connection, env: Envelope, decision: Decision, now: datetime) -> None:
@@ -228,28 +262,36 @@ class DecideStage:
         )
 
     @staticmethod
-    def _stored(conn: Connection, event_id: str) -> tuple[Decision, bool]:
-        row = (
+    def _stored_many(conn: Connection, event_ids: list[str]) -> dict[str, tuple[Decision, bool]]:
+        """Stored decisions of already decided events, with whether each was published."""
+        if not event_ids:
+            return {}
+        rows = (
             conn.execute(
-                sa.select(decisions).where(decisions.c.decision_id == decision_id_for(event_id))
+                sa.select(decisions).where(
+                    decisions.c.decision_id.in_([decision_id_for(e) for e in event_ids])
+                )
             )
             .mappings()
-            .one()
+            .all()
         )
-        decided_at = row["decided_at"]
-        if decided_at.tzinfo is None:
-            decided_at = decided_at.replace(tzinfo=UTC)
-        decision = Decision(
-            decision_id=row["decision_id"],
-            event_id=row["event_id"],
-            account_id=row["account_id"],
-            decided_at=decided_at,
-            action=row["action"],
-            score=row["score"],
-            priority=row["priority"],
-            reasons=tuple(row["reasons"]),
-            policy_version=row["policy_version"],
-            source=row["source"],
-            evidence=row["evidence"],
-        )
-        return decision, row["published_at"] is not None
+        out: dict[str, tuple[Decision, bool]] = {}
+        for row in rows:
+            decided_at = row["decided_at"]
+            if decided_at.tzinfo is None:
+                decided_at = decided_at.replace(tzinfo=UTC)
+            decision = Decision(
+                decision_id=row["decision_id"],
+                event_id=row["event_id"],
+                account_id=row["account_id"],
+                decided_at=decided_at,
+                action=row["action"],
+                score=row["score"],
+                priority=row["priority"],
+                reasons=tuple(row["reasons"]),
+                policy_version=row["policy_version"],
+                source=row["source"],
+                evidence=row["evidence"],
+            )
+            out[row["event_id"]] = (decision, row["published_at"] is not None)
+        return out
