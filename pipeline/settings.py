@@ -98,7 +98,7 @@ class SignalSettings(BaseModel):
     docs/clusters.md); above 2.0 so that one shared outlet link alone does not link."""
     avatar_pair_bonus: float = 1.25
     """Evidence added to a pair whose two avatars are both AI-generated or reused photos."""
-    flag_threshold: float = 0.5
+    flag_threshold: float = 0.6
     """Cluster score (0..1) at or above which a cluster's accounts count as flagged
     (calibrated in docs/clusters.md)."""
     ai_face_threshold: float = 0.5
