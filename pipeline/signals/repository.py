@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline.signals.features import Feature
+from pipeline.store import db
 from pipeline.store.signal_tables import (
     signal_account_features,
     signal_accounts,
@@ -94,7 +95,8 @@ def _pg_bulk(
 
 
 def claim_many(conn: Connection, event_ids: Sequence[str], stage: str) -> set[str]:
-    """Mark each (event_id, stage) processed; returns the ids marked now (not before)."""
+    """Mark each (event_id, stage) processed; returns the ids marked now (not before).
+    PostgreSQL takes one unnest INSERT; elsewhere ``pipeline.store.db.claim_many``."""
     unique = sorted(set(event_ids))
     if not unique:
         return set()
@@ -107,16 +109,7 @@ def claim_many(conn: Connection, event_ids: Sequence[str], stage: str) -> set[st
             "ON CONFLICT (event_id, stage) DO NOTHING RETURNING event_id",
         )
         return {r[0] for r in result}
-    stmt = (
-        _insert(conn, processed_events)
-        .on_conflict_do_nothing(index_elements=["event_id", "stage"])
-        .returning(processed_events.c.event_id)
-    )
-    rows = [{"event_id": e, "stage": stage, "processed_at": now} for e in unique]
-    claimed: set[str] = set()
-    for part in _chunks(rows, CHUNK // 2):
-        claimed.update(r[0] for r in conn.execute(stmt, list(part)))
-    return claimed
+    return db.claim_many(conn, unique, stage)
 
 
 def load_results(conn: Connection, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
