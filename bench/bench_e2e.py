@@ -29,6 +29,7 @@ from bench.harness import (  # noqa: E402
     delete_topics,
     drop_database,
     percentile,
+    produce_at_rate,
     read_topic,
     worker_env,
 )
@@ -77,25 +78,6 @@ def baseline(events: Path, faces: Path | None, avatar_dir: Path) -> float:
     return report.valid / elapsed
 
 
-def produce_at(events: Path, bootstrap: str, topic: str, rate: float) -> None:
-    """Send the file's records at ``rate`` per second (0: as fast as the producer can)."""
-    from kafka import KafkaProducer
-
-    from pipeline.stream.embedded import read_jsonl
-    from pipeline.stream.produce import record_key
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5)
-    started = time.monotonic()
-    for i, raw in enumerate(read_jsonl(str(events))):
-        if rate > 0:
-            delay = started + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        producer.send(topic, key=record_key(raw), value=raw)
-    producer.flush()
-    producer.close()
-
-
 def kafka_run(
     events: Path,
     n: int,
@@ -118,7 +100,7 @@ def kafka_run(
     try:
         time.sleep(8)  # let the group form before the clock starts
         started = time.time()
-        produce_at(events, env["UNMASK_KAFKA__BOOTSTRAP"], topics["topic_events"], rate)
+        produce_at_rate(events, topics["topic_events"], rate)
         decisions = read_topic(topics["topic_decisions"], n, timeout=600)
         finished = max(r.timestamp for r in decisions) / 1000 if decisions else time.time()
         inputs = read_topic(topics["topic_events"], n, timeout=60)

@@ -37,6 +37,7 @@ from bench.harness import (  # noqa: E402
     delete_topics,
     drop_database,
     percentile,
+    produce_at_rate,
     read_topic,
     worker_env,
 )
@@ -100,30 +101,19 @@ def write_events(path: Path, accounts: int, seed: int, faces: Path | None) -> in
     from pipeline.sim.generate import Simulation
 
     n = 0
-    sim = Simulation(accounts, 2.0, seed, avatars=faces is not None, faces_dir=faces,
-                     avatar_dir=path.parent / "avatars" if faces else None)
+    sim = Simulation(
+        accounts,
+        2.0,
+        seed,
+        avatars=faces is not None,
+        faces_dir=faces,
+        avatar_dir=path.parent / "avatars" if faces else None,
+    )
     with open(path, "w", encoding="utf-8") as fh:
         for event in sim.events():
             fh.write(json.dumps(event) + "\n")
             n += 1
     return n
-
-
-def produce(path: Path, topic: str, rate: float) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap(), acks="all", linger_ms=5)
-    started = time.monotonic()
-    with open(path, "rb") as fh:
-        for i, line in enumerate(fh):
-            doc = json.loads(line)
-            producer.send(topic, key=doc["account_id"].encode(), value=line.rstrip(b"\n"))
-            if rate > 0:
-                ahead = started + (i + 1) / rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)
-    producer.flush(timeout=120)
-    producer.close()
 
 
 def wait_for_group(group: str, members: int, timeout: float = 120) -> float:
@@ -143,8 +133,15 @@ def wait_for_group(group: str, members: int, timeout: float = 120) -> float:
     raise TimeoutError(f"group {group} did not reach {members} stable members")
 
 
-def run(events: Path, n: int, workers: int, rate: float, workdir: Path,
-        kafka_pid: int | None, faces: Path | None) -> dict[str, Any]:
+def run(
+    events: Path,
+    n: int,
+    workers: int,
+    rate: float,
+    workdir: Path,
+    kafka_pid: int | None,
+    faces: Path | None,
+) -> dict[str, Any]:
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
@@ -164,18 +161,20 @@ def run(events: Path, n: int, workers: int, rate: float, workdir: Path,
         env["UNMASK_AVATARS__MODEL_PATH"] = str(write_tiny_detector(tiny))
     procs = [WorkerProcess.start(env, workdir / f"w{workers}-{i}.log") for i in range(workers)]
     worker_pids = {p.proc.pid for p in procs}
-    sampler = CpuSampler({
-        "workers": lambda: [p for p in worker_pids if Path(f"/proc/{p}").exists()],
-        "postgres": lambda: pids_named("postgres"),
-        "kafka": lambda: [kafka_pid] if kafka_pid else [],
-    })
+    sampler = CpuSampler(
+        {
+            "workers": lambda: [p for p in worker_pids if Path(f"/proc/{p}").exists()],
+            "postgres": lambda: pids_named("postgres"),
+            "kafka": lambda: [kafka_pid] if kafka_pid else [],
+        }
+    )
     try:
         join_s = wait_for_group(env["UNMASK_KAFKA__CONSUMER_GROUP"], workers)
         time.sleep(2)
         sampler.sample()
         busy0, total0 = machine_busy()
         started = time.time()
-        produce(events, topics["topic_events"], rate)
+        produce_at_rate(events, topics["topic_events"], rate)
         decisions = read_topic(topics["topic_decisions"], n, timeout=900)
         sampler.sample()
         busy1, total1 = machine_busy()
@@ -186,9 +185,11 @@ def run(events: Path, n: int, workers: int, rate: float, workdir: Path,
             p.stop()
     engine = sa.create_engine(url, poolclass=NullPool)
     with engine.connect() as conn:
-        deadlocks = int(conn.execute(sa.text(
-            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-        )).scalar_one())
+        deadlocks = int(
+            conn.execute(
+                sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        )
     engine.dispose()
     sent = {json.loads(r.value)["event_id"]: r.timestamp for r in inputs}
     seen: set[str] = set()
@@ -204,7 +205,9 @@ def run(events: Path, n: int, workers: int, rate: float, workdir: Path,
     cpu = sampler.used()
     ncpu = os.cpu_count() or 1
     return {
-        "workers": workers, "decisions": len(seen), "join_s": round(join_s, 1),
+        "workers": workers,
+        "decisions": len(seen),
+        "join_s": round(join_s, 1),
         "events_per_s": round(len(seen) / wall, 1),
         "p50_s": round(percentile(latencies, 0.5), 2),
         "p99_s": round(percentile(latencies, 0.99), 2),
@@ -212,7 +215,8 @@ def run(events: Path, n: int, workers: int, rate: float, workdir: Path,
         "cpu_cores_postgres_all": round(cpu["postgres"] / wall, 2),
         "cpu_cores_kafka": round(cpu["kafka"] / wall, 2),
         "machine_busy_share": round((busy1 - busy0) / max(1.0, total1 - total0), 2),
-        "machine_cores": ncpu, "deadlocks": deadlocks,
+        "machine_cores": ncpu,
+        "deadlocks": deadlocks,
     }
 
 
@@ -220,11 +224,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--accounts", type=int, default=3000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="produce at this many events/s (0: all at once, a backlog)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="produce at this many events/s (0: all at once, a backlog)",
+    )
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--avatars", action="store_true",
-                        help="events carry avatars from the shared faces (the avatar stage works)")
+    parser.add_argument(
+        "--avatars",
+        action="store_true",
+        help="events carry avatars from the shared faces (the avatar stage works)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="unmask-scale-"))
     events = workdir / "events.jsonl"
@@ -244,8 +255,10 @@ def main() -> None:
         results.append(result)
         base = results[0]["events_per_s"]
         result["ratio_to_first"] = round(result["events_per_s"] / base, 2) if base else None
-        print(json.dumps({"events": n, "avatars": args.avatars, "rate": args.rate, **result}),
-              flush=True)
+        print(
+            json.dumps({"events": n, "avatars": args.avatars, "rate": args.rate, **result}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -163,3 +163,23 @@ def read_topic(topic: str, expected: int, timeout: float) -> list[Any]:
         out.extend(consumer)
     consumer.close()
     return out
+
+
+def produce_at_rate(path: Path, topic: str, rate: float) -> None:
+    """Send a JSONL file's records keyed by account_id at ``rate`` per second (0: at once);
+    blocks until the broker acknowledged all of them."""
+    from kafka import KafkaProducer
+
+    from pipeline.stream.embedded import read_jsonl
+    from pipeline.stream.produce import record_key
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap().split(","), acks="all", linger_ms=5)
+    started = time.monotonic()
+    for i, raw in enumerate(read_jsonl(str(path))):
+        producer.send(topic, key=record_key(raw), value=raw)
+        if rate > 0:
+            ahead = started + (i + 1) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    producer.flush(timeout=120)
+    producer.close()
