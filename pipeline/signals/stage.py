@@ -25,6 +25,7 @@ from pipeline.metrics import CLUSTER_SCORE
 from pipeline.settings import Settings
 from pipeline.signals import repository as repo
 from pipeline.signals.features import Feature, extract, is_ai_face
+from pipeline.signals.locks import share_clusters
 from pipeline.signals.score import (
     INFRA_KINDS,
     MIN_LINK_WEIGHT,
@@ -151,6 +152,7 @@ class SignalStage:
     # -- one transaction -----------------------------------------------------------------------
 
     def _process(self, conn: Connection, batch: Sequence[Envelope]) -> dict[str, ClusterSignal]:
+        share_clusters(conn)
         claimed = repo.claim_many(conn, [e.event.event_id for e in batch], self.name)
         fresh: list[Envelope] = []
         seen: set[str] = set()
