@@ -1,11 +1,17 @@
 """Soak benchmark: the real worker at 80% of its measured capacity for a long while.
 
-1. Capacity: a backlog of ``--capacity-events`` simulated events is produced at once to a fresh
-   worker (fresh database and topics); capacity is the rate at which it drains (events decided
-   per second), measured in this run.
+1. Capacity: the rate the worker *sustains*, measured in this run by a probe (default): events
+   are offered at a rising rate (``--probe-start`` events/s, times ``--probe-step`` per step,
+   ``--probe-s`` seconds per step); a step is sustained when the worker decided at least 95% of
+   what was offered during it and the lag did not grow by more than two seconds' worth of
+   events; a step that fails is retried once (after the backlog drains) before the probe stops.
+   Capacity is the highest sustained rate. ``--capacity backlog`` instead drains a
+   backlog of ``--capacity-events`` at once (that overstates what the worker sustains while it
+   also shares the cores with the producer: measured in the first runs, see docs/benchmarks.md).
 2. Soak: events are produced at ``--load`` (default 0.8) times that rate, second by second, for
-   ``--minutes``; every ``--sample-s`` seconds the worker's resident memory (VmRSS) and the lag
-   (events produced but not yet decided, from PostgreSQL) are sampled.
+   ``--minutes``; every ``--sample-s`` seconds the worker's resident memory (VmRSS), its CPU
+   time, the machine's load average and the lag (events produced but not yet decided, from
+   PostgreSQL) are sampled.
 
 Memory is flat when its least-squares slope over the second half of the soak is near zero;
 lag is bounded when it does not trend upwards (its maximum over the last third is no higher
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -42,6 +49,11 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float:
@@ -67,11 +79,54 @@ def event_stream(seed: int, avatars: bool, faces: Path | None) -> Iterator[bytes
         n += 1
 
 
+def sustained_capacity(args: argparse.Namespace, send: Any, producer: Any, decided: Any,
+                       produced: Any) -> tuple[float, list[dict[str, float]]]:
+    """Highest offered rate the worker keeps up with for a whole step (see module docstring)."""
+    steps: list[dict[str, float]] = []
+    best = 0.0
+    rate = args.probe_start
+    failures = 0
+    while failures < 2:
+        lag0 = produced() - decided()
+        done0 = decided()
+        sent0 = produced()
+        start = time.monotonic()
+        owed = 0.0
+        while (now := time.monotonic()) - start < args.probe_s:
+            owed += rate
+            send(int(owed))
+            owed -= int(owed)
+            producer.flush()
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+        offered = produced() - sent0
+        done = decided() - done0
+        lag1 = produced() - decided()
+        held = done >= 0.95 * offered and lag1 - lag0 <= 2 * rate
+        steps.append({"rate": round(rate, 1), "offered": offered, "decided": done,
+                      "lag_start": lag0, "lag_end": lag1, "held": held,
+                      "load1": os.getloadavg()[0]})
+        print(f"  probe {rate:6.1f} ev/s: offered {offered} decided {done} lag {lag0}->{lag1} "
+              f"{'held' if held else 'NOT held'} (load {os.getloadavg()[0]:.1f})", flush=True)
+        if held:
+            best = rate
+            failures = 0
+            rate *= args.probe_step
+        else:
+            failures += 1
+            while decided() < produced():
+                time.sleep(0.5)
+    return best, steps
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--load", type=float, default=0.8, help="fraction of measured capacity")
+    ap.add_argument("--capacity", choices=["probe", "backlog"], default="probe")
     ap.add_argument("--capacity-events", type=int, default=1500)
+    ap.add_argument("--probe-start", type=float, default=20.0)
+    ap.add_argument("--probe-step", type=float, default=1.25)
+    ap.add_argument("--probe-s", type=float, default=60.0)
     ap.add_argument("--sample-s", type=float, default=5.0)
     ap.add_argument("--model-path", type=Path, default=None)
     ap.add_argument("--avatars", action="store_true")
@@ -118,15 +173,22 @@ def main(argv: list[str] | None = None) -> int:
             if worker.proc.poll() is not None:
                 sys.exit(f"worker died; log: {log}")
             time.sleep(0.5)
-        send(args.capacity_events)
-        producer.flush()
-        t0 = time.monotonic()
-        while decided() < produced:
-            time.sleep(0.5)
-        capacity = args.capacity_events / (time.monotonic() - t0)
+        if args.capacity == "backlog":
+            send(args.capacity_events)
+            producer.flush()
+            t0 = time.monotonic()
+            while decided() < produced:
+                time.sleep(0.5)
+            capacity = args.capacity_events / (time.monotonic() - t0)
+            probe: list[dict[str, float]] = []
+        else:
+            capacity, probe = sustained_capacity(args, send, producer, decided, lambda: produced)
+            drain_start = time.monotonic()
+            while decided() < produced and time.monotonic() - drain_start < 300:
+                time.sleep(0.5)
         rate = capacity * args.load
-        print(f"capacity {capacity:.1f} events/s; soaking at {rate:.1f} events/s "
-              f"for {args.minutes:g} min", flush=True)
+        print(f"capacity {capacity:.1f} events/s ({args.capacity}); soaking at {rate:.1f} "
+              f"events/s for {args.minutes:g} min", flush=True)
 
         samples: list[dict[str, float]] = []
         start = time.monotonic()
@@ -141,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 done = decided()
                 lag = produced - done
                 samples.append({"t": now - start, "rss_mib": rss_mib(worker.proc.pid),
-                                "lag": lag, "decided": done})
+                                "lag": lag, "decided": done, "cpu_s": cpu_s(worker.proc.pid),
+                                "load1": os.getloadavg()[0]})
                 print(f"  t={now - start:6.0f}s rss={samples[-1]['rss_mib']:.0f}MiB lag={lag} "
                       f"decided={done}", flush=True)
                 next_sample += args.sample_s
@@ -157,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         third = max(1, len(samples) // 3)
         lags = [s["lag"] for s in samples]
         result = {
-            "minutes": args.minutes, "load": args.load,
+            "minutes": args.minutes, "load": args.load, "capacity_method": args.capacity,
+            "probe_steps": probe,
+            "worker_cpu_s_per_s": round(
+                (samples[-1]["cpu_s"] - samples[0]["cpu_s"])
+                / max(1e-9, samples[-1]["t"] - samples[0]["t"]), 3),
+            "load1_mean": round(statistics.fmean(s["load1"] for s in samples), 2),
             "capacity_events_per_s": round(capacity, 1), "soak_rate_events_per_s": round(rate, 1),
             "events": produced, "decided": decided(), "drained_after_s": round(drained_s, 1),
             "rss_mib_start": round(samples[0]["rss_mib"], 1),
