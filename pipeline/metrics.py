@@ -72,6 +72,18 @@ PHOTO_MATCHES = Counter(
 CLUSTER_SCORE = Histogram(
     "unmask_cluster_score_ratio", "Score of the cluster an account joined.", buckets=SCORE_BUCKETS
 )
+RECLUSTER_SECONDS = Histogram(
+    "unmask_recluster_duration_seconds", "Duration of one reconcile (re-clustering) run.",
+    buckets=LATENCY_BUCKETS + (120, 300),
+)
+RECLUSTER_CLUSTERS_CHANGED = Counter(
+    "unmask_recluster_clusters_changed_total",
+    "Clusters a reconcile created or dissolved (member sets not present before / after).",
+)
+RECLUSTER_DECISIONS_REVISED = Counter(
+    "unmask_recluster_decisions_revised_total",
+    "Revised decisions a reconcile made (latest decision changed under the reconciled cluster).",
+)
 
 # Review -------------------------------------------------------------------------------------
 REVIEW_QUEUE_DEPTH = Gauge(
