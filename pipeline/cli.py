@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pipeline.sim.commands",
     "pipeline.dedupe.commands",
     "pipeline.retention_commands",
+    "pipeline.signals.commands",
 )
 
 

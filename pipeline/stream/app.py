@@ -237,4 +237,38 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
 
     for stage, source, sink in zip(stages, sources, [*topics[1:], None], strict=True):
         stage_agent(stage, source, sink)
+
+    interval = settings.signals.recluster_interval_s
+    if interval > 0:
+
+        async def recluster() -> None:
+            """The reconcile job (pipeline/signals/recluster.py) on one worker of the group at a
+            time, then its revised decisions (and any a crash left unpublished) to the topic."""
+            from pipeline.signals.recluster import (
+                mark_published,
+                reconcile,
+                unpublished_revisions,
+            )
+
+            try:
+                report = await asyncio.to_thread(
+                    reconcile, engine, settings, decide_stage.policy, True
+                )
+                if not report.ran:
+                    return
+                log.info("recluster: %s", json.dumps(report.summary()))
+                pending = await asyncio.to_thread(unpublished_revisions, engine)
+            except TRANSIENT as exc:
+                log.warning("recluster: database unavailable: %s", str(exc).splitlines()[0][:200])
+                return
+            if pending:
+                await send_all(
+                    [decisions_topic.send(key=d.account_id.encode(), value=d.to_dict())
+                     for d in pending]
+                )
+                metrics.EVENTS_PRODUCED.labels(k.topic_decisions).inc(len(pending))
+                ids = [d.decision_id for d in pending]
+                await retry_transient("publish", lambda: mark_published(engine, ids), max_backoff)
+
+        app.timer(interval)(recluster)
     return app

@@ -292,3 +292,27 @@ def test_revised_decisions_have_deterministic_ids(tmp_path: Path) -> None:
         assert sorted(d.decision_id for d in again.revised) == ids
     finally:
         engine.dispose()
+
+
+def test_cli_recluster_reports_and_stores_revisions_without_publishing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        _run(engine, _orders(_envelopes(400))["5 partitions reversed, batches of 17"])
+        assert main(["recluster", "--db", url, "--no-publish"]) == 0
+        first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert main(["recluster", "--db", url, "--no-publish"]) == 0
+        second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        with engine.connect() as conn:
+            unpublished = conn.execute(sa.text(
+                "SELECT count(*) FROM decisions WHERE decision_id LIKE 'rev:%' "
+                "AND published_at IS NULL")).scalar_one()
+    finally:
+        engine.dispose()
+    assert first["ran"] and first["accounts"] > 0
+    assert unpublished == first["decisions_revised"]
+    assert second["decisions_revised"] == 0 and second["clusters_changed"] == 0
