@@ -162,6 +162,12 @@ def main() -> int:
                     help="override pipeline.signals.score.SIZE_SCALE (calibration runs)")
     ap.add_argument("--no-decide", action="store_true", help="run the signals stage only")
     ap.add_argument("--profile", type=Path, default=None, help="pyinstrument HTML of the stages")
+    ap.add_argument(
+        "--dump", type=Path, default=None,
+        help="write every account's final cluster (id, score, size, flags), flag time and "
+        "decision here, as JSON lines sorted by account: diff two runs of one seed to show a "
+        "change left the decisions alone",
+    )
     args = ap.parse_args()
     load_before = os.getloadavg()
     if args.size_scale is not None:
@@ -290,6 +296,20 @@ def main() -> int:
             cluster_rows = conn.execute(sa.text(
                 "SELECT a.cluster_id, c.score, c.size, a.account_id FROM signal_accounts a "
                 "JOIN signal_clusters c ON c.cluster_id = a.cluster_id")).all()
+            if args.dump:
+                account_rows = conn.execute(sa.text(
+                    "SELECT a.account_id, a.created_s, a.ai_face, a.reused_photo, a.burst, "
+                    "a.cluster_id, c.score, c.size, c.binding FROM signal_accounts a "
+                    "LEFT JOIN signal_clusters c ON c.cluster_id = a.cluster_id "
+                    "ORDER BY a.account_id")).all()
+                with args.dump.open("w") as out:
+                    for r in account_rows:
+                        out.write(json.dumps({
+                            "account": r[0], "created_s": int(r[1]), "ai_face": bool(r[2]),
+                            "reused_photo": bool(r[3]), "burst": bool(r[4]), "cluster": r[5],
+                            "score": r[6], "size": r[7], "binding": r[8],
+                            "flagged_at": flagged_at.get(r[0]), "acted_at": decided.get(r[0]),
+                        }, sort_keys=True) + "\n")
         engine.dispose()
     finally:
         drop()

@@ -19,7 +19,13 @@ from pipeline import metrics
 from pipeline.decide.policy import Policy, evidence_of, load_policy, signals_of
 from pipeline.privacy import redact_event
 from pipeline.settings import Settings
-from pipeline.store.db import claim_many, insert_ignore, upsert
+from pipeline.store.db import (
+    bulk_insert_ignore,
+    claim_many,
+    dialect_insert,
+    insert_ignore,
+    pg_bulk_insert,
+)
 from pipeline.store.tables import accounts, decisions, events, review_items
 from pipeline.types import Decision, Envelope
 
@@ -54,8 +60,9 @@ class DecideStage:
         is already published or already appeared earlier in this batch.
 
         A few statements per batch, not per event: one claim of every id, one insert each
-        into ``events`` and ``decisions``, one read of stored decisions for repeats, one
-        upsert per account and one per review unit (several accounts of one cluster in a batch
+        into ``events`` and ``decisions``, one read of stored decisions for repeats, one lock
+        of the stored accounts and a multi-row upsert per set of columns changed (usually one
+        or two), and one upsert per review unit (several accounts of one cluster in a batch
         refresh its review unit once)."""
         first: dict[str, Envelope] = {}
         for env in batch:
@@ -156,7 +163,7 @@ class DecideStage:
     ) -> None:
         if not fresh:
             return
-        insert_ignore(
+        bulk_insert_ignore(
             conn,
             events,
             [
@@ -172,28 +179,28 @@ class DecideStage:
             ],
             ["event_id"],
         )
-        conn.execute(
-            decisions.insert(),
-            [
-                {
-                    "decision_id": d.decision_id,
-                    "event_id": d.event_id,
-                    "account_id": d.account_id,
-                    "decided_at": now,
-                    "event_time": env.event.occurred_at,
-                    "action": d.action,
-                    "score": d.score,
-                    "priority": d.priority,
-                    "reasons": list(d.reasons),
-                    "policy_version": d.policy_version,
-                    "source": "pipeline",
-                    "evidence": d.evidence,
-                }
-                for env, d, _review in fresh
-            ],
-        )
-        for env, decision, _review in sorted(fresh, key=lambda f: f[0].event.account_id):
-            self._upsert_account(conn, env, decision, now)
+        decision_rows = [
+            {
+                "decision_id": d.decision_id,
+                "event_id": d.event_id,
+                "account_id": d.account_id,
+                "decided_at": now,
+                "event_time": env.event.occurred_at,
+                "action": d.action,
+                "score": d.score,
+                "priority": d.priority,
+                "reasons": list(d.reasons),
+                "policy_version": d.policy_version,
+                "source": "pipeline",
+                "evidence": d.evidence,
+            }
+            for env, d, _review in fresh
+        ]
+        if conn.dialect.name == "postgresql":
+            pg_bulk_insert(conn, decisions, decision_rows)
+        else:
+            conn.execute(decisions.insert(), decision_rows)
+        self._upsert_accounts(conn, [(env, decision) for env, decision, _review in fresh], now)
         units: dict[str, dict[str, Any]] = {}
         for _env, _decision, review in fresh:
             if review is None:
@@ -206,9 +213,10 @@ class DecideStage:
             self._upsert_review(conn, units[key])
 
     @staticmethod
-    def _upsert_account(conn: Connection, env: Envelope, decision: Decision, now: datetime) -> None:
+    def _account_changes(env: Envelope, decision: Decision, now: datetime) -> dict[str, Any]:
+        """Columns one event sets on its ``accounts`` row (absent profile fields are kept)."""
         ev = env.event
-        profile: dict[str, Any] = {
+        changes: dict[str, Any] = {
             k: v
             for k, v in {
                 "display_name": ev.display_name,
@@ -220,20 +228,64 @@ class DecideStage:
         }
         avatar = env.avatar
         if avatar and avatar.status == "scored":
-            profile["avatar_sha256"] = avatar.sha256
-            profile["avatar_score"] = avatar.score
+            changes["avatar_sha256"] = avatar.sha256
+            changes["avatar_score"] = avatar.score
         if env.cluster and env.cluster.cluster_id:
-            profile["cluster_id"] = env.cluster.cluster_id
-        changes = {
-            **profile,
-            "updated_at": now,
-            "last_action": decision.action,
-            "last_score": decision.score,
-        }
-        row = {"account_id": ev.account_id, **changes}
-        if ev.event_type == "account.created.v1":
-            row["created_at"] = ev.occurred_at
-        upsert(conn, accounts, row, ["account_id"], changes)
+            changes["cluster_id"] = env.cluster.cluster_id
+        changes.update(updated_at=now, last_action=decision.action, last_score=decision.score)
+        return changes
+
+    @classmethod
+    def _upsert_accounts(
+        cls, conn: Connection, fresh: list[tuple[Envelope, Decision]], now: datetime
+    ) -> None:
+        """Insert or update the ``accounts`` row of every event, in few statements.
+
+        The same result as one upsert per event in batch order: an account's events are folded
+        into one row (later events' columns win; ``created_at`` comes from its first event and
+        only on insert), then rows setting the same columns share one multi-row upsert. The
+        stored rows are locked first, in account order, so concurrent workers lock in one
+        order whatever the statements' order."""
+        if not fresh:
+            return
+        merged: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for env, decision in fresh:
+            ev = env.event
+            changes = cls._account_changes(env, decision, now)
+            if ev.account_id not in merged:
+                first: dict[str, Any] = {}
+                if ev.event_type == "account.created.v1":
+                    first["created_at"] = ev.occurred_at
+                merged[ev.account_id] = (first, changes)
+            else:
+                merged[ev.account_id][1].update(changes)
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.select(accounts.c.account_id)
+                .where(accounts.c.account_id.in_(sorted(merged)))
+                .order_by(accounts.c.account_id)
+                .with_for_update()
+            ).all()
+        shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+        for account_id in sorted(merged):
+            first, changes = merged[account_id]
+            key = (tuple(sorted(first)), tuple(sorted(changes)))
+            shapes.setdefault(key, []).append({"account_id": account_id, **first, **changes})
+        for (_first_cols, change_cols), rows in sorted(shapes.items()):
+            if conn.dialect.name == "postgresql":
+                sets = ", ".join(f"{c} = excluded.{c}" for c in change_cols)
+                pg_bulk_insert(
+                    conn, accounts, rows, f"ON CONFLICT (account_id) DO UPDATE SET {sets}"
+                )
+                continue
+            stmt = dialect_insert(conn, accounts)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["account_id"],
+                    set_={c: stmt.excluded[c] for c in change_cols},
+                ),
+                rows,
+            )
 
     @staticmethod
     def _upsert_review(conn: Connection, review: dict[str, Any]) -> None:

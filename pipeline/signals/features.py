@@ -13,7 +13,7 @@ import hmac
 import ipaddress
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import tldextract
@@ -54,8 +54,11 @@ def _extractor() -> tldextract.TLDExtract:
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
+@lru_cache(maxsize=65_536)
 def keyed_hash(secret: bytes, kind: str, raw: str) -> str:
-    """HMAC-SHA256 of ``kind:raw`` under ``secret``, as 32 hex characters (128 bits)."""
+    """HMAC-SHA256 of ``kind:raw`` under ``secret``, as 32 hex characters (128 bits).
+
+    Memoised (shared /24s, devices and email domains repeat across a stream)."""
     return hmac.new(secret, f"{kind}:{raw}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
@@ -117,8 +120,11 @@ def shape_template(text: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=65_536)
 def registered_domain(url: str) -> str | None:
-    """The registered domain of ``url`` (``news.example.co.uk`` -> ``example.co.uk``), or None."""
+    """The registered domain of ``url`` (``news.example.co.uk`` -> ``example.co.uk``), or None.
+
+    Memoised: promoted links repeat, and the public-suffix lookup dominates extraction."""
     candidate = url.strip()
     if not candidate:
         return None
@@ -138,6 +144,7 @@ def link_domains(bio: str | None, links: tuple[str, ...] | None) -> list[str]:
     return sorted(found)
 
 
+@lru_cache(maxsize=65_536)
 def _personal(secret: bytes, kind: str, raw: str) -> Feature:
     digest = keyed_hash(secret, kind, raw)
     return Feature(kind, digest, f"{kind}:{digest[:8]}")
