@@ -261,6 +261,9 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
             except TRANSIENT as exc:
                 log.warning("recluster: database unavailable: %s", str(exc).splitlines()[0][:200])
                 return
+            except Exception:  # noqa: BLE001 - a failed round must not stop the worker
+                log.exception("recluster: round failed; the next one retries")
+                return
             if pending:
                 await send_all(
                     [decisions_topic.send(key=d.account_id.encode(), value=d.to_dict())
