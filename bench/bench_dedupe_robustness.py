@@ -1,24 +1,29 @@
 """Robustness of the dedupe matching rule: recall per transform, false matches over all pairs.
 
     .venv/bin/python bench/bench_dedupe_robustness.py [--originals 200] [--crop-repeats 3]
+        [--cache /tmp/dedupe_hashes.jsonl] [--pairs-limit 0]
 
-Every image goes through the pipeline's own code: ``compute_hashes`` (pHash, mirror, the
-border-trimmed pHash, PDQ), ``indexed_hashes``/``queries`` (which kinds are stored, which are
-queried) and ``MatchRule`` (``radius``, ``verified_radius``, ``pdq_radius``; defaults from
-``Settings``). With ``--face`` the avatar stage's face finder (``HaarFaceLocator``) runs on every
-original and every edited copy and the eye-aligned ``face`` hash is reported beside the rule.
+Every image goes through the pipeline's own code: ``compute_hashes`` (pHash kinds, crop
+windows, PDQ, thumbnail), ``indexed_hashes``/``queries`` (which kinds are stored, which are
+queried) and ``accepted`` with ``MatchRule`` (hash clauses, then keypoint + correlation
+verification of loose candidates; defaults from ``Settings``), exactly as ``find_matches``
+applies them to index hits.
 
 False matches: every pair of distinct images of ../shared/data/faces (real and fake), counted
-when the rule accepts the pair in either direction (either photo arriving second), from a
-histogram of (pHash-family distance, PDQ distance) over all pairs, so the false-match rate of
-any rule of this shape is printed too. Recall: originals are real photos from every source;
-each transform of pipeline/dedupe/transforms.py is applied with a seeded generator (crop
-``--crop-repeats`` times per original).
+when the rule accepts the pair in either direction (either photo arriving second). The index
+part is exact: every directed pair whose pHash-family distance (any query kind against any
+stored kind) is within the search radius is a candidate and goes through ``accepted``; pairs
+beyond it can never match. The same run reports the rule without verification (the previous
+rule) and the verification's cost. Recall: originals are real photos from every source; each
+transform of pipeline/dedupe/transforms.py is applied with a seeded generator (crop
+``--crop-repeats`` times per original). ``--cache`` keeps the hashes of all images between runs
+(recomputed when the file is missing).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -30,15 +35,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.dedupe.bands import hex_to_int
 from pipeline.dedupe.hashes import compute_hashes
-from pipeline.dedupe.matching import MatchRule, indexed_hashes, queries
+from pipeline.dedupe.index import HashHit
+from pipeline.dedupe.matching import (
+    MatchRule,
+    StoredPhoto,
+    accepted,
+    indexed_hashes,
+    queries,
+)
 from pipeline.dedupe.transforms import TRANSFORMS
+from pipeline.dedupe.verify import decode_thumb, features, verify
 from pipeline.settings import Settings
 
 SHARED = Path(os.environ.get("UNMASK_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 FACES = SHARED / "data" / "faces"
-STORED_SLOTS = 8
 QUERY_SLOTS = 2
 
 
@@ -47,94 +58,66 @@ def load(path: Path) -> Image.Image:
         return im.convert("RGB")
 
 
-class Hasher:
-    def __init__(self, face: bool) -> None:
-        self.locator = None
-        if face:
-            from pipeline.avatars.face import HaarFaceLocator
-
-            self.locator = HaarFaceLocator()
-
-    def __call__(self, image: Image.Image) -> dict[str, str]:
-        if self.locator is None:
-            return compute_hashes(image)
-        found = self.locator.locate(image)
-        return compute_hashes(image, found.face_box, list(found.eyes_px) or None)
+def stored_kinds(h: Mapping[str, str]) -> list[tuple[str, int]]:
+    return [(x.kind, x.value) for x in indexed_hashes("p", h) if x.family == "phash"]
 
 
-def stored_values(h: Mapping[str, str], family: str = "phash") -> list[int]:
-    return [x.value for x in indexed_hashes("p", h) if x.family == family]
+def query_values(h: Mapping[str, str]) -> list[int]:
+    return queries(h).get("phash", [])
 
 
-def query_values(h: Mapping[str, str], family: str = "phash") -> list[int]:
-    return queries(h).get(family, [])
+def photo(i: int, h: Mapping[str, str]) -> StoredPhoto:
+    return StoredPhoto(str(i), "account", str(i), None,
+                       tuple(h[k] for k in ("pdq", "pdq_mirror") if k in h), h.get("thumb"))
 
 
-def pdq_words(h: Mapping[str, str], kind: str) -> np.ndarray:
-    return np.frombuffer(bytes.fromhex(h[kind]), dtype=">u8").astype(np.uint64)
+def hits_for(q: Mapping[str, str], o: Mapping[str, str], photo_id: str, radius: int
+             ) -> list[HashHit]:
+    """The index hits a query ``q`` gets on stored photo ``o`` at ``radius``."""
+    out = []
+    for n, a in enumerate(query_values(q)):
+        for kind, b in stored_kinds(o):
+            d = (a ^ b).bit_count()
+            if d <= radius:
+                out.append(HashHit(photo_id, kind, d, n))
+    return out
 
 
-def padded(values: list[int], slots: int) -> list[int]:
-    return (values + values[:1] * slots)[:slots]
+def matches(q: Mapping[str, str], o: Mapping[str, str], rule: MatchRule) -> bool:
+    hits = hits_for(q, o, "o", rule.search_radius)
+    return bool(hits) and bool(accepted(hits, rule, q, {"o": photo(0, o)}))
 
 
-def pair_histogram(table: list[dict[str, str]]) -> np.ndarray:
-    """Counts of pairs i < j by (pHash-family distance, PDQ distance), either direction."""
-    S = np.array([padded(stored_values(h), STORED_SLOTS) for h in table], dtype=np.uint64)
-    Q = np.array([padded(query_values(h), QUERY_SLOTS) for h in table], dtype=np.uint64)
-    P = np.stack([pdq_words(h, "pdq") for h in table])
-    M = np.stack([pdq_words(h, "pdq_mirror") for h in table])
+def candidate_pairs(table: list[dict[str, str]], radius: int) -> list[tuple[int, int]]:
+    """Directed (query, stored) pairs of distinct images with a pHash-family hit in ``radius``."""
+    width = max(len(stored_kinds(h)) for h in table)
+    S = np.array([([v for _k, v in stored_kinds(h)] * width)[:width] for h in table],
+                 dtype=np.uint64)
+    Q = np.array([(query_values(h) * QUERY_SLOTS)[:QUERY_SLOTS] for h in table], dtype=np.uint64)
     n = len(table)
-    hist = np.zeros((65, 257), dtype=np.int64)
-    bc = np.bitwise_count
-    step = 100
+    out: list[tuple[int, int]] = []
+    step = 200
     for i in range(0, n, step):
         s = slice(i, min(n, i + step))
         d = np.full((s.stop - i, n), 64, dtype=np.uint8)
         for q in range(QUERY_SLOTS):
-            for k in range(STORED_SLOTS):
-                d = np.minimum(d, bc(Q[s, q][:, None] ^ S[None, :, k]))
-                d = np.minimum(d, bc(S[s, k][:, None] ^ Q[None, :, q]))
-        p = np.minimum.reduce([
-            bc(P[s, None, :] ^ P[None]).sum(2, dtype=np.int32),
-            bc(P[s, None, :] ^ M[None]).sum(2, dtype=np.int32),
-            bc(M[s, None, :] ^ P[None]).sum(2, dtype=np.int32),
-        ])
-        upper = np.arange(n)[None, :] > np.arange(i, s.stop)[:, None]
-        idx = d[upper].astype(np.int64) * 257 + p[upper].astype(np.int64)
-        hist += np.bincount(idx, minlength=65 * 257).reshape(65, 257)
-    return hist
+            for k in range(width):
+                d = np.minimum(d, np.bitwise_count(Q[s, q][:, None] ^ S[None, :, k]))
+        a, b = np.nonzero(d <= radius)
+        out.extend((int(x) + i, int(y)) for x, y in zip(a, b, strict=True) if x + i != y)
+    return out
 
 
-def face_pairs(table: list[dict[str, str]]) -> np.ndarray:
-    """Histogram of face-family distances over pairs where both faces were found."""
-    have = [i for i, h in enumerate(table) if "face" in h]
-    F = np.array([hex_to_int(table[i]["face"]) for i in have], dtype=np.uint64)
-    FM = np.array([hex_to_int(table[i]["face_mirror"]) for i in have], dtype=np.uint64)
-    hist = np.zeros(65, dtype=np.int64)
-    for i in range(len(F)):
-        d = np.minimum(np.bitwise_count(F[i] ^ F[i + 1:]), np.bitwise_count(F[i] ^ FM[i + 1:]))
-        hist += np.bincount(d, minlength=65)
-    return hist
-
-
-def rule_pairs(hist: np.ndarray, rule: MatchRule) -> int:
-    n = int(hist[: rule.radius + 1].sum())
-    if rule.pdq_radius >= 0 and rule.verified_radius > rule.radius:
-        n += int(hist[rule.radius + 1: rule.verified_radius + 1, : rule.pdq_radius + 1].sum())
-    return n
-
-
-def distances(o: Mapping[str, str], q: Mapping[str, str]) -> tuple[int, int, int | None]:
-    """(pHash family, PDQ, face) distances of query ``q`` to stored ``o`` as the index sees them."""
-    d = min((a ^ b).bit_count() for a in query_values(q) for b in stored_values(o))
-    qp = pdq_words(q, "pdq")
-    p = min(int(np.bitwise_count(qp ^ pdq_words(o, k)).sum()) for k in ("pdq", "pdq_mirror"))
-    f = None
-    if "face" in q and "face" in o:
-        f = min((hex_to_int(q["face"]) ^ hex_to_int(o[k])).bit_count()
-                for k in ("face", "face_mirror"))
-    return d, p, f
+def hash_all(paths: list[Path], cache: Path | None) -> list[dict[str, str]]:
+    if cache is not None and cache.exists():
+        rows = [json.loads(line) for line in cache.read_text().splitlines()]
+        if [r["path"] for r in rows] == [str(p) for p in paths]:
+            return [r["hashes"] for r in rows]
+    table = [compute_hashes(load(p)) for p in paths]
+    if cache is not None:
+        cache.write_text("".join(json.dumps({"path": str(p), "hashes": h}) + "\n"
+                                 for p, h in zip(paths, table, strict=True)))
+    return table
 
 
 def main() -> int:
@@ -145,13 +128,15 @@ def main() -> int:
     parser.add_argument("--radius", type=int, default=defaults.radius)
     parser.add_argument("--verified-radius", type=int, default=defaults.verified_radius)
     parser.add_argument("--pdq-radius", type=int, default=defaults.pdq_radius)
-    parser.add_argument("--face", action="store_true", help="run the face finder, report face")
-    parser.add_argument("--face-radius", type=int, default=4)
+    parser.add_argument("--candidate-radius", type=int, default=defaults.candidate_radius)
+    parser.add_argument("--min-inliers", type=int, default=defaults.min_inliers)
+    parser.add_argument("--min-ncc", type=float, default=defaults.min_ncc)
     parser.add_argument("--pairs-limit", type=int, default=0, help="images for pairs (0: all)")
+    parser.add_argument("--cache", type=Path, default=None, help="hashes of all images (jsonl)")
     args = parser.parse_args()
-    rule = MatchRule(args.radius, args.verified_radius, args.pdq_radius)
-    plain4 = MatchRule(4, 4, -1)
-    hasher = Hasher(args.face)
+    rule = MatchRule(args.radius, args.verified_radius, args.pdq_radius, args.candidate_radius,
+                     args.min_inliers, args.min_ncc)
+    hash_only = dataclasses.replace(rule, candidate_radius=-1)
 
     started = time.perf_counter()
     load_before = [round(v, 2) for v in os.getloadavg()]
@@ -159,62 +144,77 @@ def main() -> int:
                    if p.suffix in (".jpg", ".png"))
     if args.pairs_limit:
         every = every[: args.pairs_limit]
-    table = [hasher(load(p)) for p in every]
-    hashed_s = time.perf_counter() - started
-    hist = pair_histogram(table)
+    t0 = time.perf_counter()
+    table = hash_all(every, args.cache)
+    hashed_s = time.perf_counter() - t0
     n = len(every)
     pairs = n * (n - 1) // 2
+
+    t0 = time.perf_counter()
+    candidates = candidate_pairs(table, rule.search_radius)
+    scan_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    false_rule: set[tuple[int, int]] = set()
+    false_hash: set[tuple[int, int]] = set()
+    scores: list[tuple[int, float]] = []
+    by_radius: dict[int, set[tuple[int, int]]] = {
+        r: set() for r in range(4, rule.search_radius + 1)}
+    for i, j in candidates:
+        key = (min(i, j), max(i, j))
+        hits = hits_for(table[i], table[j], str(j), rule.search_radius)
+        stored = {str(j): photo(j, table[j])}
+        if accepted(hits, hash_only, table[i], stored):
+            false_hash.add(key)
+            false_rule.add(key)
+            continue
+        if accepted(hits, rule, table[i], stored):
+            false_rule.add(key)
+            d = min(h.distance for h in hits)
+            for r in by_radius:
+                if d <= r:
+                    by_radius[r].add(key)
+    verify_s = time.perf_counter() - t0
+    sample = random.Random(3).sample(candidates, min(300, len(candidates)))
+    t0 = time.perf_counter()
+    for i, j in sample:
+        v = verify(features(decode_thumb(table[i]["thumb"])),
+                   features(decode_thumb(table[j]["thumb"])))
+        scores.append((v.inliers, v.ncc))
+    one_verify_ms = 1000 * (time.perf_counter() - t0) / max(1, len(sample))
+
     real = sorted(p for p in (FACES / "real").iterdir() if p.suffix in (".jpg", ".png"))
     originals = random.Random(4).sample(real, args.originals)
-
     recall: dict[str, dict[str, float]] = {}
     for name, transform in TRANSFORMS.items():
-        rows = []
+        got_rule, got_hash = [], []
         for path in originals:
             image = load(path)
-            o = hasher(image)
+            o = compute_hashes(image)
             for k in range(args.crop_repeats if name == "crop" else 1):
                 seed = f"{path.name}/{name}/{k}" if k else f"{path.name}/{name}"
-                rows.append(distances(o, hasher(transform(image, random.Random(seed)))))
-        d = np.array([r[0] for r in rows])
-        p = np.array([r[1] for r in rows])
-        accepted = [rule.accepts(int(a), int(b)) for a, b in zip(d, p, strict=True)]
-        entry: dict[str, Any] = {
-            "queries": len(rows),
-            "rule": float(np.mean(accepted)),
-            "phash_r4_alone": float(np.mean(d <= 4)),
-            "phash_p50": float(np.percentile(d, 50)), "phash_p95": float(np.percentile(d, 95)),
-            "pdq_p50": float(np.percentile(p, 50)), "pdq_p95": float(np.percentile(p, 95)),
-        }
-        if args.face:
-            f = [r[2] for r in rows]
-            entry["face_found"] = float(np.mean([x is not None for x in f]))
-            entry["face_within"] = float(np.mean([x is not None and x <= args.face_radius
-                                                  for x in f]))
-            entry["rule_or_face"] = float(np.mean([
-                rule.accepts(int(r[0]), int(r[1])) or (r[2] is not None
-                                                       and r[2] <= args.face_radius)
-                for r in rows]))
-        recall[name] = entry
-    cum = np.cumsum(hist.sum(axis=1))
+                q = compute_hashes(transform(image, random.Random(seed)))
+                got_rule.append(matches(q, o, rule))
+                got_hash.append(matches(q, o, hash_only))
+        recall[name] = {"queries": len(got_rule), "rule": float(np.mean(got_rule)),
+                        "without_verification": float(np.mean(got_hash))}
+    ncc = np.array([s[1] for s in scores]) if scores else np.zeros(1)
     result: dict[str, Any] = {
-        "rule": {"radius": rule.radius, "verified_radius": rule.verified_radius,
-                 "pdq_radius": rule.pdq_radius},
+        "rule": dataclasses.asdict(rule), "search_radius": rule.search_radius,
         "originals": len(originals), "images_for_pairs": n, "pairs": pairs,
-        "false_pairs_rule": rule_pairs(hist, rule),
-        "false_rate_rule": rule_pairs(hist, rule) / pairs,
-        "false_pairs_phash_r4_alone": rule_pairs(hist, plain4),
-        "false_pairs_phash_family_by_radius": {r: int(cum[r]) for r in range(0, 9, 2)},
-        "false_pairs_pdq_clause_by_pdq_radius": {
-            pr: rule_pairs(hist, MatchRule(rule.radius, rule.verified_radius, pr))
-            for pr in range(40, 121, 8)},
-        "recall": recall, "hash_all_seconds": round(hashed_s, 1),
+        "false_pairs_rule": len(false_rule), "false_rate_rule": len(false_rule) / pairs,
+        "false_pairs_without_verification": len(false_hash),
+        "false_pairs_verified_by_candidate_radius": {r: len(v) for r, v in by_radius.items()},
+        "false_pairs_list": sorted(false_rule - false_hash)[:20],
+        "candidates_directed": len(candidates),
+        "candidate_rate_directed": len(candidates) / (2 * pairs),
+        "candidates_per_lookup_at_1e7_photos": len(candidates) / (2 * pairs) * 1e7,
+        "one_verification_ms": round(one_verify_ms, 2),
+        "distinct_candidates_ncc_p99_max": [float(np.percentile(ncc, 99)), float(ncc.max())],
+        "recall": recall,
+        "hash_all_seconds": round(hashed_s, 1), "candidate_scan_seconds": round(scan_s, 1),
+        "candidate_check_seconds": round(verify_s, 1),
         "load_before": load_before, "load_after": [round(v, 2) for v in os.getloadavg()],
     }
-    if args.face:
-        fh = np.cumsum(face_pairs(table))
-        result["face_pairs_by_radius"] = {r: int(fh[r]) for r in range(0, 9, 2)}
-        result["face_found_share"] = float(np.mean(["face" in h for h in table]))
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=1))
     return 0

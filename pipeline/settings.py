@@ -82,6 +82,15 @@ class DedupeSettings(BaseModel):
     pdq_radius: int = 80
     """Hamming radius (bits of 256) of the PDQ check on candidates between ``radius`` and
     ``verified_radius``; negative turns that clause off."""
+    candidate_radius: int = 6
+    """Hamming radius (bits) of the pHash family, crop windows included, within which a
+    candidate is checked by keypoints and correlation of the thumbnails (docs/dedupe.md);
+    negative turns that clause off. 6 and 7 cost about 250 band probes per band, 8 about 2,300."""
+    min_inliers: int = 12
+    """Keypoint inliers (count) of the affine fit a verified candidate needs."""
+    min_ncc: float = 0.65
+    """High-pass normalised correlation (-1..1) of the aligned thumbnails a verified candidate
+    needs."""
     reuse_window_hours: float = 168.0
     """Window in which the same photo on several accounts becomes a cluster signal, hours."""
 

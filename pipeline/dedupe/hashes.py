@@ -17,6 +17,13 @@ Hash kinds (hex strings, most significant bit first):
 ``phash_trim`` / ``phash_trim_mirror``
     64-bit pHash of the picture with its uniform border cut away, and of its mirror (only when
     a border was found), so a framed or padded copy is compared as the picture it frames.
+``phash_w<i><j>`` (and ``_mirror``)
+    64-bit pHash of off-centre crop windows (:data:`CROP_WINDOWS`): a grid of cuts of 0, 6 and
+    10% per axis, the 6% cut flush with either side. A copy cropped up to 10% off centre lies
+    within a few bits of one of them, close enough to be a candidate for verification.
+``thumb``
+    Not a hash: a 128x128 grayscale JPEG of the picture, base64 (pipeline/dedupe/verify.py),
+    kept so a loose candidate can be checked by keypoints and correlation.
 ``face`` / ``face_mirror``
     64-bit pHash of the face region aligned on the eyes (only when the avatar stage found a
     face). A crop, border, rotation or text overlay of the background leaves the aligned face
@@ -37,6 +44,8 @@ import numpy as np
 import pdqhash
 from PIL import Image, ImageOps
 
+from pipeline.dedupe.verify import encode_thumb
+
 HASH_BITS: dict[str, int] = {
     "phash": 64,
     "phash_mirror": 64,
@@ -51,6 +60,18 @@ HASH_BITS: dict[str, int] = {
     "face": 64,
     "face_mirror": 64,
 }
+AXIS_CUTS: tuple[tuple[float, float], ...] = ((0.0, 0.5), (0.06, 0.0), (0.06, 1.0), (0.10, 0.5))
+"""Crop of one axis as (share cut away, where the kept part sits: 0 flush left/top, 1 flush
+right/bottom, 0.5 centred)."""
+CROP_WINDOWS: dict[str, tuple[float, float, float, float]] = {
+    f"phash_w{i}{j}": (*AXIS_CUTS[i], *AXIS_CUTS[j])
+    for i in range(len(AXIS_CUTS)) for j in range(len(AXIS_CUTS))
+    if (i, j) not in ((0, 0), (3, 3))
+}
+"""Off-centre crop windows hashed as stored kinds: ``kind -> (cut_x, pos_x, cut_y, pos_y)``
+(the uncut picture and the centred 10% crop are kinds of their own)."""
+HASH_BITS.update({k: 64 for k in CROP_WINDOWS})
+HASH_BITS.update({f"{k}_mirror": 64 for k in CROP_WINDOWS})
 """Bit length of every hash kind :func:`compute_hashes` may return."""
 
 FAMILY: dict[str, str] = {
@@ -66,11 +87,14 @@ FAMILY: dict[str, str] = {
     "pdq_mirror": "pdq",
     "face": "face",
     "face_mirror": "face",
+    **{k: "phash" for k in CROP_WINDOWS},
+    **{f"{k}_mirror": "phash" for k in CROP_WINDOWS},
 }
 """Index family of every hash kind: kinds of one family are compared with each other."""
 
 MIRROR_KINDS = frozenset({"phash_mirror", "phash_trim_mirror", "phash_crop5_mirror",
-                          "phash_crop10_mirror", "pdq_mirror", "face_mirror"})
+                          "phash_crop10_mirror", "pdq_mirror", "face_mirror",
+                          *(f"{k}_mirror" for k in CROP_WINDOWS)})
 """Kinds computed on the mirror image."""
 
 CENTRE_CROPS: dict[str, float] = {"phash_crop5": 0.05, "phash_crop10": 0.10}
@@ -98,7 +122,7 @@ def compute_hashes(
     face_box: tuple[int, int, int, int] | None = None,
     eyes: Sequence[tuple[float, float]] | None = None,
 ) -> dict[str, str]:
-    """Every perceptual hash of ``image`` as ``{kind: hex}``.
+    """Every perceptual hash of ``image`` as ``{kind: hex}`` (and its ``thumb``, base64).
 
     ``image`` is a decoded picture (any mode; it is converted to RGB). ``face_box`` is
     ``(x, y, w, h)`` in image pixels and ``eyes`` the centres of the two eyes (any order), both as
@@ -121,6 +145,12 @@ def compute_hashes(
     for kind, cut in CENTRE_CROPS.items():
         out[kind] = str(imagehash.phash(centre_crop(rgb, cut)))
         out[f"{kind}_mirror"] = str(imagehash.phash(centre_crop(mirror, cut)))
+    gray = rgb.convert("L")
+    gray_mirror = ImageOps.mirror(gray)
+    for kind, window in CROP_WINDOWS.items():
+        out[kind] = window_phash(gray, window)
+        out[f"{kind}_mirror"] = window_phash(gray_mirror, window)
+    out["thumb"] = encode_thumb(rgb)
     trimmed = trim_border(rgb)
     if trimmed is not rgb:
         out["phash_trim"] = str(imagehash.phash(trimmed))
@@ -144,6 +174,24 @@ def centre_crop(image: Image.Image, cut: float) -> Image.Image:
     """The centre of ``image`` with ``cut`` of its width and of its height removed, half a side."""
     dx, dy = round(image.width * cut / 2), round(image.height * cut / 2)
     return image.crop((dx, dy, image.width - dx, image.height - dy))
+
+
+def window_box(size: tuple[int, int], window: tuple[float, float, float, float]
+               ) -> tuple[float, float, float, float]:
+    """The box (left, top, right, bottom; fractional pixels) of a crop window
+    ``(cut_x, pos_x, cut_y, pos_y)`` of a picture of ``size``: ``cut`` of the side removed,
+    the kept part at ``pos`` (0: flush left/top, 1: flush right/bottom)."""
+    cut_x, pos_x, cut_y, pos_y = window
+    dx, dy = size[0] * cut_x, size[1] * cut_y
+    left, top = dx * pos_x, dy * pos_y
+    return (left, top, left + size[0] - dx, top + size[1] - dy)
+
+
+def window_phash(gray: Image.Image, window: tuple[float, float, float, float]) -> str:
+    """pHash of a crop window of a grayscale picture (resampled straight from the box: the
+    same as imagehash's pHash of the cropped picture, without the crop's rounding)."""
+    small = gray.resize((32, 32), Image.Resampling.LANCZOS, box=window_box(gray.size, window))
+    return str(imagehash.phash(small))
 
 
 def trim_border(image: Image.Image) -> Image.Image:

@@ -25,7 +25,9 @@ from pipeline.types import Envelope
 def match_rule(settings: Settings) -> MatchRule:
     """The matching rule configured in ``settings.dedupe``."""
     d = settings.dedupe
-    return MatchRule(radius=d.radius, verified_radius=d.verified_radius, pdq_radius=d.pdq_radius)
+    return MatchRule(radius=d.radius, verified_radius=d.verified_radius, pdq_radius=d.pdq_radius,
+                     candidate_radius=d.candidate_radius, min_inliers=d.min_inliers,
+                     min_ncc=d.min_ncc)
 
 
 class DedupeStage:

@@ -61,7 +61,8 @@ def store_account_photo(conn: Connection, radius: int, account_id: str, event_id
     photo_id = account_photo_id(event_id)
     row = {"photo_id": photo_id, "source": "account", "account_id": account_id,
            "event_id": event_id, "sha256": sha256, "created_at": datetime.now(UTC),
-           "pdq": hashes.get("pdq"), "pdq_mirror": hashes.get("pdq_mirror")}
+           "pdq": hashes.get("pdq"), "pdq_mirror": hashes.get("pdq_mirror"),
+           "thumb": hashes.get("thumb")}
     if insert_ignore(conn, photos, row, ["photo_id"]) == 0:
         return False
     add_in(conn, radius, indexed_hashes(photo_id, hashes))
@@ -89,10 +90,10 @@ def find_matches(conn: Connection, radius: int, hashes: Mapping[str, str],
         return ()
     stored = {
         r.photo_id: StoredPhoto(r.photo_id, r.source, r.account_id, r.label,
-                                tuple(v for v in (r.pdq, r.pdq_mirror) if v))
+                                tuple(v for v in (r.pdq, r.pdq_mirror) if v), r.thumb)
         for r in conn.execute(
             sa.select(photos.c.photo_id, photos.c.source, photos.c.account_id, photos.c.label,
-                      photos.c.pdq, photos.c.pdq_mirror)
+                      photos.c.pdq, photos.c.pdq_mirror, photos.c.thumb)
             .where(photos.c.photo_id.in_(sorted(ids)))
         )
     }
@@ -156,7 +157,7 @@ def add_bank_hashes(engine: Engine, radius: int, sha256: str, hashes: Mapping[st
             "photo_id": photo_id, "source": "bank", "label": label,
             "origin": origin, "added_by": added_by, "filename": filename, "sha256": sha256,
             "created_at": datetime.now(UTC), "pdq": hashes.get("pdq"),
-            "pdq_mirror": hashes.get("pdq_mirror"),
+            "pdq_mirror": hashes.get("pdq_mirror"), "thumb": hashes.get("thumb"),
         }
         conn.execute(photos.insert().values(**row))
         added = add_in(conn, radius, indexed_hashes(photo_id, hashes))

@@ -26,10 +26,14 @@ photos = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("pdq", sa.String(64)),
     sa.Column("pdq_mirror", sa.String(64)),
+    sa.Column("thumb", sa.Text),
 )
 """``pdq``/``pdq_mirror``: the photo's 256-bit PDQ hashes (hex), read to verify index candidates
 that are near but not within the plain pHash radius (pipeline/dedupe/matching.py,
-``MatchRule``); NULL for photos stored before they were kept."""
+``MatchRule``); NULL for photos stored before they were kept. ``thumb``: the photo's 128x128
+grayscale JPEG, base64 (about 5 kB; pipeline/dedupe/verify.py), read to verify loose
+candidates by keypoints and correlation; NULL for photos stored before it was kept (they match
+only through the hash clauses)."""
 
 photo_hashes = sa.Table(
     "photo_hashes",

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.engine import Engine
 
-from pipeline.dedupe.hashes import compute_hashes
+from pipeline.dedupe.hashes import CROP_WINDOWS, compute_hashes
 from pipeline.dedupe.stage import DedupeStage
 from pipeline.dedupe.store import add_bank_photo, list_bank, remove_bank_photo
 from pipeline.dedupe.transforms import jpeg_at, mirror, resize_by
@@ -90,8 +90,9 @@ def test_same_event_twice_stores_one_row_and_returns_same_matches(engine: Engine
                             .where(photos.c.event_id == "b1")).scalar_one() == 1
         kinds = conn.execute(sa.select(photo_hashes.c.kind)
                              .where(photo_hashes.c.photo_id == "event:b1")).scalars().all()
-    assert sorted(kinds) == ["phash", "phash_crop10", "phash_crop10_mirror", "phash_crop5",
-                             "phash_crop5_mirror", "phash_mirror"]
+    windows = [*CROP_WINDOWS, *(f"{k}_mirror" for k in CROP_WINDOWS)]
+    assert sorted(kinds) == sorted(["phash", "phash_crop10", "phash_crop10_mirror", "phash_crop5",
+                                    "phash_crop5_mirror", "phash_mirror", *windows])
 
 
 def test_bank_add_list_match_remove(engine: Engine) -> None:
@@ -101,7 +102,8 @@ def test_bank_add_list_match_remove(engine: Engine) -> None:
     assert add_bank_photo(engine, 4, data, "again", "reviewer2").photo_id == entry.photo_id
     listed = list_bank(engine)
     assert [(e.photo_id, e.label, e.added_by, e.origin, e.hashes) for e in listed] == [
-        (entry.photo_id, "stolen: model portfolio", "reviewer1", "report #7", 6)
+        (entry.photo_id, "stolen: model portfolio", "reviewer1", "report #7",
+         6 + 2 * len(CROP_WINDOWS))
     ]
     out = stage.process([envelope("c1", "mallory", jpeg_at(picture(9), 40))])
     assert [(m.source, m.entry_id, m.label) for m in out[0].matches] == [
@@ -145,7 +147,7 @@ def test_concurrent_workers_lose_no_match(fresh_database_url: str) -> None:
             e.dispose()
 
 
-def test_crop_beyond_the_plain_radius_matches_only_with_the_pdq_check(engine: Engine) -> None:
+def test_crop_beyond_the_plain_radius_matches_only_with_a_check(engine: Engine) -> None:
     path = SHARED / "data" / "faces" / "real" / "lfw_real_1001.jpg"
     if not path.is_file():
         pytest.skip(f"{path} not present")
@@ -158,8 +160,33 @@ def test_crop_beyond_the_plain_radius_matches_only_with_the_pdq_check(engine: En
     assert stored == (compute_hashes(original)["pdq"], compute_hashes(original)["pdq_mirror"])
     settings = Settings()
     assert (settings.dedupe.radius, settings.dedupe.verified_radius) == (2, 4)
-    out = DedupeStage(engine, settings).process([envelope("k1", "mallory", cropped)])
+    pdq_only = Settings(dedupe={"candidate_radius": -1})
+    out = DedupeStage(engine, pdq_only).process([envelope("k1", "mallory", cropped)])
     assert [(m.entry_id, m.distance) for m in out[0].matches] == [(entry.photo_id, 4)]
-    strict = Settings(dedupe={"pdq_radius": -1})
+    strict = Settings(dedupe={"pdq_radius": -1, "candidate_radius": -1})
     again = DedupeStage(engine, strict).process([envelope("k2", "trent", cropped)])
     assert [m.source for m in again[0].matches] == ["account"]
+
+
+def test_off_centre_crop_is_caught_by_verification_and_distinct_faces_are_not(
+        engine: Engine) -> None:
+    faces = SHARED / "data" / "faces"
+    paths = [faces / "real" / "lfw_real_1001.jpg", faces / "fake" / "rvf_LL7ILW5VOY.jpg",
+             faces / "fake" / "zoya_0J27N9AJSC.jpg"]
+    for path in paths:
+        if not path.is_file():
+            pytest.skip(f"{path} not present")
+    original, fake_a, fake_b = (Image.open(p).convert("RGB") for p in paths)
+    w, h = original.size
+    cropped = original.crop((round(0.08 * w), round(0.02 * h), round(0.99 * w), round(0.93 * h)))
+    stage = DedupeStage(engine, Settings())
+    stage.process([envelope("c1", "alice", original), envelope("c2", "carol", fake_a)])
+    with engine.connect() as conn:
+        thumbs = dict(conn.execute(sa.select(photos.c.event_id, photos.c.thumb)).all())
+    assert thumbs["c1"] == compute_hashes(original)["thumb"]
+    out = stage.process([envelope("c3", "mallory", cropped), envelope("c4", "dave", fake_b)])
+    assert [m.entry_id for m in out[0].matches] == ["account:alice"]
+    assert out[1].matches == ()
+    hash_only = Settings(dedupe={"candidate_radius": -1})
+    again = DedupeStage(engine, hash_only).process([envelope("c5", "trent", cropped)])
+    assert "account:alice" not in [m.entry_id for m in again[0].matches]
