@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,6 +59,9 @@ REVISION_PREFIX = "rev:"
 SUPERSEDED = "superseded"
 """Status of a pending review unit closed by a reconcile (its subject no longer needs review)."""
 _CHUNK = 2000
+_AFTER = timedelta(microseconds=1)
+"""A revision is decided after the decision it revises even when that one was committed by a
+decide batch later than this run's clock reading (the decide stage takes no cluster lock)."""
 
 
 @dataclass
@@ -462,7 +465,9 @@ class _Reconcile:
                         "decision_id": decision_id,
                         "event_id": row["event_id"],
                         "account_id": a,
-                        "decided_at": self.now,
+                        "decided_at": max(
+                            self.now, (_utc(row["decided_at"]) or self.now) + _AFTER
+                        ),
                         "event_time": row["event_time"],
                         "action": verdict.action,
                         "score": verdict.score,

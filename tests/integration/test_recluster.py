@@ -316,3 +316,23 @@ def test_cli_recluster_reports_and_stores_revisions_without_publishing(
     assert first["ran"] and first["accounts"] > 0
     assert unpublished == first["decisions_revised"]
     assert second["decisions_revised"] == 0 and second["clusters_changed"] == 0
+
+
+def test_a_revision_follows_its_decision_even_when_that_one_committed_after_the_clock_read(
+        tmp_path: Path) -> None:
+    """A decide batch that commits between the reconcile's clock reading and its read of the
+    decisions (the decide stage takes no cluster lock) must not outrank the revision."""
+    from datetime import datetime
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        _run(engine, _orders(_envelopes(400))["5 partitions reversed, batches of 17"])
+        stale_clock = datetime(2000, 1, 1, tzinfo=UTC)
+        first = reconcile(engine, Settings(), now=stale_clock)
+        second = reconcile(engine, Settings())
+    finally:
+        engine.dispose()
+    assert first.revised, "nothing revised: the race was not exercised"
+    assert second.revised == [] and second.review_updated == 0, second.summary()

@@ -5,15 +5,19 @@ The pipeline's state splits into two kinds:
 * **Order-independent** facts, which any valid consumption order (one account's events in
   order, accounts of different partitions interleaved arbitrarily, any micro-batching, any
   redelivery) must leave identical: window counters, account features, idempotency marks, the
-  set of events and decision ids, each account's own flags. :class:`Snapshot` collects them.
-* **Order-dependent** facts: links are weighed by how rare a value is *when the later account
-  is processed*, so the cluster partition (and cluster scores, burst flags, decisions and
-  review items that follow from it) can differ between two valid orders (docs/scaling.md).
-  For these the test checks the bound that does hold for every order,
+  set of events and per-event decision ids, each account's own flags. :class:`Snapshot`
+  collects them.
+* **Order-dependent while streaming**: links are weighed by how rare a value is *when the later
+  account is processed*, so the streamed cluster partition (and cluster scores, burst flags,
+  per-event decisions and review items that follow from it) can differ between two valid orders
+  (docs/scaling.md). For these the streamed state satisfies a bound that holds for every order,
   :func:`forced_components`: two accounts that would be linked even with the counts at the end
-  of the stream (the rarest any value can look is at its first sight, the commonest at the
-  end) must end in the same cluster; and each run must be internally consistent
-  (:func:`consistency_errors`).
+  of the stream must end in the same cluster; and each run is internally consistent
+  (:func:`consistency_errors`). After the reconcile job (pipeline/signals/recluster.py) they are
+  order-independent too: :func:`reconciled_state` (partition with cluster ids, cluster
+  counters, scores and binding, open review units, latest decision per account) must be
+  identical between runs, and so must the latest decision per account on the decisions topic
+  (:func:`latest_on_topic`).
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ def snapshot(conn: Connection) -> Snapshot:
         marks=tuple(sorted(_rows(conn, "SELECT event_id, stage FROM processed_events"))),
         events=tuple(sorted(_rows(conn, "SELECT event_id, account_id, event_type FROM events"))),
         decision_ids=tuple(sorted(_rows(conn, "SELECT decision_id, event_id, account_id "
-                                              "FROM decisions"))),
+                                              "FROM decisions WHERE decision_id NOT LIKE "
+                                              "'rev:%'"))),
         signal_results=tuple(sorted(r[0] for r in _rows(conn, "SELECT event_id "
                                                               "FROM signal_results"))),
         avatar_results=tuple(sorted(_rows(conn, "SELECT event_id, status FROM avatar_results"))),
@@ -154,8 +159,9 @@ def unforced_splits(partition: Partition, forced: list[set[str]]) -> list[set[st
 
 
 def consistency_errors(conn: Connection) -> list[str]:
-    """Checks that hold inside every run: stored cluster sizes equal memberships, every decision
-    applies the policy to exactly the cluster signal the signals stage stored for its event."""
+    """Checks that hold inside every run: stored cluster sizes equal memberships, every per-event
+    decision applies the policy to exactly the cluster signal the signals stage stored for its
+    event, every revised decision (``rev:``) applies it to the signals it records."""
     from pipeline.decide.policy import load_policy
     from pipeline.settings import Settings
 
@@ -175,9 +181,10 @@ def consistency_errors(conn: Connection) -> list[str]:
     stored = dict(conn.execute(sa.select(results.c.event_id, results.c.cluster)).all())
     bad = 0
     d = decisions
-    for event_id, action, reasons, evidence in conn.execute(
-            sa.select(d.c.event_id, d.c.action, d.c.reasons, d.c.evidence)):
-        if evidence.get("cluster") != stored.get(event_id):
+    for decision_id, event_id, action, reasons, evidence in conn.execute(
+            sa.select(d.c.decision_id, d.c.event_id, d.c.action, d.c.reasons, d.c.evidence)):
+        revised = decision_id.startswith("rev:")
+        if not revised and evidence.get("cluster") != stored.get(event_id):
             bad += 1
             continue
         verdict = policy.decide(evidence["signals"])
@@ -186,3 +193,52 @@ def consistency_errors(conn: Connection) -> list[str]:
     if bad:
         errors.append(f"{bad} decisions disagree with the stored cluster signal or the policy")
     return errors
+
+
+def _latest_key(event_time: Any, decided_at: Any, decision_id: str) -> tuple[Any, Any, str]:
+    from datetime import UTC
+
+    def naive(ts: Any) -> Any:
+        return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+    return (naive(event_time or decided_at), naive(decided_at), decision_id)
+
+
+def reconciled_state(conn: Connection) -> dict[str, Any]:
+    """What a reconcile makes identical between runs: clusters by id (members, size, counters,
+    score, binding), open review units (queue, subject, priority, status) and each account's
+    latest decision (action, score, priority, reasons; latest by event time, then decision
+    time)."""
+    from pipeline.store.signal_tables import signal_clusters
+    from pipeline.store.tables import decisions
+
+    members: dict[str, set[str]] = defaultdict(set)
+    for account_id, cluster_id in _rows(conn, "SELECT account_id, cluster_id FROM signal_accounts "
+                                              "WHERE cluster_id IS NOT NULL"):
+        members[cluster_id].add(account_id)
+    clusters = {
+        r.cluster_id: (frozenset(members[r.cluster_id]), r.size, r.ai_faces, r.reused_photos,
+                       r.burst_members, r.score, tuple(sorted(str(b) for b in r.binding)))
+        for r in conn.execute(sa.select(signal_clusters))
+    }
+    units = sorted(_rows(conn, "SELECT queue, subject_type, subject_id, priority, status "
+                               "FROM review_items WHERE open_key IS NOT NULL"))
+    d = decisions
+    latest: dict[str, tuple[Any, ...]] = {}
+    for r in conn.execute(sa.select(d.c.account_id, d.c.event_time, d.c.decided_at,
+                                    d.c.decision_id, d.c.action, d.c.score, d.c.priority,
+                                    d.c.reasons)):
+        key = _latest_key(r.event_time, r.decided_at, r.decision_id)
+        if r.account_id not in latest or key > latest[r.account_id][0]:
+            latest[r.account_id] = (key, r.action, r.score, r.priority, tuple(r.reasons))
+    return {"clusters": clusters, "review_units": units,
+            "latest_decisions": {a: v[1:] for a, v in latest.items()}}
+
+
+def latest_on_topic(records: Iterable[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """Each account's last decision record on the topic (records of one account share a
+    partition, so the topic's order is their order): action, score, priority, reasons."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for r in records:
+        out[r["account_id"]] = (r["action"], r["score"], r["priority"], tuple(r["reasons"]))
+    return out
