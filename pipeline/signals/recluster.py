@@ -379,18 +379,32 @@ class _Reconcile:
     # -- decisions and review units ------------------------------------------------------------
 
     def _latest(self, account_ids: Sequence[str]) -> dict[str, Any]:
+        """Each account's latest decision (by its event's time, then decision time), with
+        ``overtaken`` set when an older decision of the account was published after it (a
+        revision of an earlier event published while the later event's decision was in
+        flight): the topic's last record for the account is then not its latest decision."""
         best: dict[str, Any] = {}
+        published: dict[str, datetime] = {}
         for part in _chunks(sorted(account_ids)):
             rows = self.conn.execute(
                 sa.select(decisions).where(decisions.c.account_id.in_(list(part)))
             ).mappings()
             for r in rows:
+                account = r["account_id"]
                 decided = _utc(r["decided_at"])
                 order = (_utc(r["event_time"]) or decided, decided, r["decision_id"])
-                cur = best.get(r["account_id"])
+                cur = best.get(account)
                 if cur is None or order > cur[0]:
-                    best[r["account_id"]] = (order, dict(r))
-        return {a: row for a, (_o, row) in best.items()}
+                    best[account] = (order, dict(r))
+                sent = _utc(r["published_at"])
+                if sent is not None and (account not in published or sent > published[account]):
+                    published[account] = sent
+        out = {}
+        for account, (_o, row) in best.items():
+            sent = _utc(row["published_at"])
+            row["overtaken"] = sent is not None and published[account] > sent
+            out[account] = row
+        return out
 
     def _effects(
         self,
@@ -448,7 +462,7 @@ class _Reconcile:
                 and list(verdict.reasons) == list(row["reasons"])
             )
             decision_id = row["decision_id"]
-            if not same:
+            if not same or row["overtaken"]:
                 evidence.update(
                     cluster=signal.to_dict(),
                     signals=signals,

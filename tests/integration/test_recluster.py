@@ -336,3 +336,44 @@ def test_a_revision_follows_its_decision_even_when_that_one_committed_after_the_
         engine.dispose()
     assert first.revised, "nothing revised: the race was not exercised"
     assert second.revised == [] and second.review_updated == 0, second.summary()
+
+
+def test_an_account_whose_topic_order_was_overtaken_gets_its_latest_verdict_republished(
+        tmp_path: Path) -> None:
+    """An older decision published after the account's latest one (a revision of an earlier
+    event racing the later event's decision) makes the reconcile re-issue the latest verdict
+    once, so the account's last record on the topic is its latest decision again."""
+    from datetime import datetime, timedelta
+
+    from pipeline.signals.recluster import mark_published
+
+    url = f"sqlite:///{tmp_path / 'overtaken.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        _run(engine, [_envelopes(400)])
+        reconcile(engine, Settings())
+        with engine.begin() as conn:
+            rows = conn.execute(sa.select(decisions.c.account_id, decisions.c.decision_id)
+                                .order_by(decisions.c.event_time)).all()
+            by_account: dict[str, list[str]] = defaultdict(list)
+            for account, decision_id in rows:
+                by_account[account].append(decision_id)
+            account, ids = next((a, i) for a, i in sorted(by_account.items()) if len(i) >= 2)
+            earlier = datetime.now(UTC) - timedelta(hours=2)
+            conn.execute(decisions.update().values(published_at=earlier))
+            conn.execute(decisions.update().where(decisions.c.decision_id == ids[0])
+                         .values(published_at=earlier + timedelta(hours=1)))
+        first = reconcile(engine, Settings())
+        assert [d.account_id for d in first.revised] == [account]
+        assert first.revised[0].action == _latest_row(engine, account)[0]
+        assert reconcile(engine, Settings()).revised == []
+        mark_published(engine, [first.revised[0].decision_id])
+        assert reconcile(engine, Settings()).revised == []
+    finally:
+        engine.dispose()
+
+
+def _latest_row(engine: Engine, account: str) -> tuple[Any, ...]:
+    with engine.connect() as conn:
+        return _latest(conn)[account]
