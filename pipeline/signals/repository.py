@@ -271,6 +271,34 @@ def partners(
     return out
 
 
+_PG_HOLDERS = sa.text(
+    "SELECT f.kind, f.value, array_agg(f.account_id) AS holders "
+    "FROM unnest(CAST(:kinds AS text[]), CAST(:vals AS text[])) AS k(kind, value) "
+    "JOIN signal_account_features f ON f.kind = k.kind AND f.value = k.value "
+    "AND f.seen_s >= :since GROUP BY f.kind, f.value"
+)
+
+
+def holders(conn: Connection, keys: Iterable[ValueKey], since_s: int) -> dict[ValueKey, set[str]]:
+    """Accounts showing each of ``keys`` since ``since_s`` (what :func:`partners` returns,
+    grouped by value; one row per value on PostgreSQL)."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return {}
+    out: dict[ValueKey, set[str]] = {}
+    if _pg(conn):
+        rows = conn.execute(
+            _PG_HOLDERS,
+            {"kinds": [k for k, _ in ordered], "vals": [v for _, v in ordered], "since": since_s},
+        )
+        for kind, value, accounts in rows.tuples():
+            out[(kind, value)] = set(accounts)
+        return out
+    for kind, value, account_id, _seen_s in partners(conn, ordered, since_s):
+        out.setdefault((kind, value), set()).add(account_id)
+    return out
+
+
 def read_accounts(conn: Connection, account_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     t = signal_accounts
     out: dict[str, dict[str, Any]] = {}
