@@ -86,12 +86,17 @@ def pair_evidence(
             weight, count = weight_at(key, t)
             if weight < MIN_LINK_WEIGHT or not 1 < count <= rule.max_partners:
                 continue
-            for earlier in held[:j]:
-                too_old = earlier.seen_s < t - rule.long_window_s
-                if too_old or earlier.account_id == later.account_id:
+            since = t - rule.long_window_s
+            other = later.account_id
+            for i in range(j):
+                earlier = held[i]
+                if earlier.seen_s < since or earlier.account_id == other:
                     continue
-                a, b = sorted((earlier.account_id, later.account_id))
-                ev = out.setdefault((a, b), PairEvidence())
+                pair = (earlier.account_id, other) if earlier.account_id < other else (
+                    other, earlier.account_id)
+                ev = out.get(pair)
+                if ev is None:
+                    ev = out[pair] = PairEvidence()
                 ev.weight += weight
                 ev.shared.append(later.label)
     for a, b in photo_pairs:
