@@ -14,6 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from operator import attrgetter
 from typing import Any
 
 import tldextract
@@ -36,6 +37,9 @@ FEATURE_KINDS = (
     "phash",
 )
 
+_FEATURE_ORDER = attrgetter("kind", "value", "label")
+"""The dataclass order of :class:`Feature` as a key (a tuple per feature instead of two per
+comparison)."""
 _URL_IN_TEXT = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+")
 _DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
@@ -192,7 +196,7 @@ def extract(event: AccountEvent, avatar: AvatarResult | None, secret: bytes) -> 
         phash = avatar.hashes.get("phash")
         if phash:
             features.add(Feature("phash", phash, f"phash:{phash[:8]}"))
-    return sorted(features)
+    return sorted(features, key=_FEATURE_ORDER)
 
 
 def is_ai_face(avatar: AvatarResult | None, threshold: float) -> bool:
