@@ -117,10 +117,13 @@ class SignalSettings(BaseModel):
     max_partners: int = 5000
     """Values shown by more accounts than this in the long window are not searched for link
     partners, accounts."""
-    recluster_interval_s: float = 300.0
+    recluster_interval_s: float = 0.0
     """Period of the workers' reconcile job (order-independent re-clustering, revised decisions;
-    docs/clusters.md), seconds; one worker of a group runs each round; 0 disables the timer
-    (``unmask recluster`` still runs it by hand)."""
+    docs/clusters.md), seconds; one worker of a group runs each round; 0 (the default) disables
+    the timer and ``unmask recluster`` runs it by hand or from a scheduler. Off by default: a
+    round re-clusters every stored account while holding the cluster lock (the stream pauses for
+    its duration, ~1.2x the time it took to stream those events), and its scores have not been
+    recalibrated against the 0.6 flag threshold (docs/clusters.md)."""
 
 
 class DecideSettings(BaseModel):
