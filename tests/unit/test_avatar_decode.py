@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import time
 import tracemalloc
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from hostile import corpus
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.avatars.decode import decode_image, sniff_format
 from pipeline.avatars.errors import REFUSAL_CODES, AvatarRefused
@@ -87,6 +88,25 @@ def test_exif_orientation_is_applied() -> None:
     bottom = decoded.image.getpixel((10, 35))
     assert top[2] > 200 and top[0] < 60, top
     assert bottom[0] > 200 and bottom[2] < 60, bottom
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_every_exif_orientation_matches_pillows_exif_transpose(orientation: int, fmt: str) -> None:
+    picture = Image.new("RGB", (40, 20), (255, 0, 0))
+    picture.paste((0, 0, 255), (0, 0, 20, 20))
+    picture.paste((0, 255, 0), (30, 10, 40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = corpus.encode(picture, fmt, exif=exif.tobytes())
+    with Image.open(io.BytesIO(data)) as opened:
+        expected = (ImageOps.exif_transpose(opened) or opened).convert("RGB")
+    decoded = decode_image(data, MAX_PIXELS)
+    assert decoded.image.mode == "RGB"
+    assert decoded.image.size == expected.size
+    assert (decoded.width, decoded.height) == expected.size
+    assert decoded.image.tobytes() == expected.tobytes()
+    assert decoded.image.copy().tobytes() == expected.tobytes()
 
 
 def test_thousand_frame_gif_decodes_only_the_first_frame_quickly() -> None:
