@@ -88,7 +88,7 @@ class DedupeSettings(BaseModel):
     negative turns that clause off. 6 and 7 cost about 250 band probes per band, 8 about 2,300."""
     min_inliers: int = 12
     """Keypoint inliers (count) of the affine fit a verified candidate needs."""
-    min_ncc: float = 0.65
+    min_ncc: float = 0.80
     """High-pass normalised correlation (-1..1) of the aligned thumbnails a verified candidate
     needs."""
     reuse_window_hours: float = 168.0

@@ -65,7 +65,7 @@ class MatchRule:
     pdq_radius: int = 80
     candidate_radius: int = -1
     min_inliers: int = 12
-    min_ncc: float = 0.65
+    min_ncc: float = 0.80
 
     @property
     def search_radius(self) -> int:

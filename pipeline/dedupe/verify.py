@@ -64,7 +64,7 @@ class VerifyRule:
     and a high-pass correlation of at least ``min_ncc`` over the overlap."""
 
     min_inliers: int = 12
-    min_ncc: float = 0.65
+    min_ncc: float = 0.80
 
     def passes(self, v: Verification) -> bool:
         return v.inliers >= self.min_inliers and v.ncc >= self.min_ncc

@@ -134,10 +134,10 @@ def test_thumb_round_trip_and_malformed_values() -> None:
 
 
 def test_rule_passes_at_its_thresholds() -> None:
-    rule = VerifyRule(min_inliers=12, min_ncc=0.65)
-    assert rule.passes(Verification(12, 0.65))
+    rule = VerifyRule(min_inliers=12, min_ncc=0.80)
+    assert rule.passes(Verification(12, 0.80))
     assert not rule.passes(Verification(11, 0.99))
-    assert not rule.passes(Verification(200, 0.649))
+    assert not rule.passes(Verification(200, 0.799))
 
 
 def test_window_kinds_match_only_through_verification() -> None:
