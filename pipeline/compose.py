@@ -2,29 +2,73 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
+from pathlib import Path
+
 from sqlalchemy.engine import Engine
 
-from pipeline.settings import Settings
+from pipeline.settings import AGENTS, REPO_ROOT, Settings
 from pipeline.stages import Stage
 from pipeline.store.db import make_engine
+
+SHIPPED_MODEL_DIR = REPO_ROOT / "pipeline" / "avatars" / "model"
 
 
 def build_engine(settings: Settings) -> Engine:
     return make_engine(settings.database.url, settings.database.pool_size)
 
 
-def build_stages(settings: Settings, engine: Engine) -> list[Stage]:
-    """The stages in the order an event walks them: avatar, dedupe, signals, decide."""
-    from pipeline.avatars.stage import AvatarStage
-    from pipeline.decide.stage import DecideStage
-    from pipeline.dedupe.stage import DedupeStage
-    from pipeline.signals.stage import SignalStage
-    from pipeline.store.images import ImageStore
+def detector_threshold(model_path: Path | None) -> float:
+    """The calibrated threshold of the detector a worker would load from ``model_path`` (a model
+    folder, or one ``.onnx`` file of it; None: the shipped model), read from ``manifest.json``
+    (the ``variants`` entry of that file when there is one) without starting an ONNX session."""
+    model_file: str | None = None
+    if model_path is None:
+        folder = SHIPPED_MODEL_DIR
+    elif model_path.suffix == ".onnx":
+        folder, model_file = model_path.parent, model_path.name
+    else:
+        folder = model_path
+    manifest = json.loads((folder / "manifest.json").read_text())
+    chosen = model_file or str(manifest.get("model_file", "detector.onnx"))
+    variant = manifest.get("variants", {}).get(chosen, {})
+    return float(variant.get("threshold", manifest["threshold"]))
 
-    avatar = AvatarStage(engine, settings, images=ImageStore(settings.review.image_dir))
-    return [
-        avatar,
-        DedupeStage(engine, settings),
-        SignalStage(engine, settings),
-        DecideStage(engine, settings, ai_threshold=avatar.detector.threshold),
-    ]
+
+def build_stages(
+    settings: Settings, engine: Engine, agents: Collection[str] = AGENTS
+) -> list[Stage]:
+    """The stages of ``agents`` in the order an event walks them: avatar, dedupe, signals,
+    decide (a worker of one pool builds only its own; ``validate`` has no stage)."""
+    stages: list[Stage] = []
+    threshold: float | None = None
+    if "avatar" in agents:
+        from pipeline.avatars.detector import open_detector, set_opencv_threads
+        from pipeline.avatars.stage import AvatarStage
+        from pipeline.store.images import ImageStore
+
+        set_opencv_threads(settings.avatars.opencv_threads)
+        avatar = AvatarStage(
+            engine,
+            settings,
+            open_detector(settings.avatars),
+            images=ImageStore(settings.review.image_dir),
+        )
+        threshold = avatar.detector.threshold
+        stages.append(avatar)
+    if "dedupe" in agents:
+        from pipeline.dedupe.stage import DedupeStage
+
+        stages.append(DedupeStage(engine, settings))
+    if "signals" in agents:
+        from pipeline.signals.stage import SignalStage
+
+        stages.append(SignalStage(engine, settings))
+    if "decide" in agents:
+        from pipeline.decide.stage import DecideStage
+
+        if threshold is None:
+            threshold = detector_threshold(settings.avatars.model_path)
+        stages.append(DecideStage(engine, settings, ai_threshold=threshold))
+    return stages

@@ -10,11 +10,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "development-only-secret-change-me"
+AGENTS = ("validate", "avatar", "dedupe", "signals", "decide")
+"""The worker's agents in the order an event walks them."""
+
+
+def parse_agents(text: str) -> tuple[str, ...]:
+    """The agents named by a comma list (``"all"`` or empty: every agent), in walk order.
+
+    Raises ValueError naming any unknown agent.
+    """
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    if not names or names == {"all"}:
+        return AGENTS
+    unknown = sorted(names - set(AGENTS))
+    if unknown:
+        raise ValueError(
+            f"unknown worker agent(s) {', '.join(unknown)}; choose among {', '.join(AGENTS)} "
+            "(comma separated) or all"
+        )
+    return tuple(a for a in AGENTS if a in names)
+
+
+def worker_group(consumer_group: str, agents: tuple[str, ...]) -> str:
+    """The consumer group (Faust app id) of a worker running ``agents``: ``consumer_group``
+    when it runs every agent, else ``<consumer_group>.<agent>-<agent>...`` (for example
+    ``unmask.avatar``), because every member of one group must run the same agents."""
+    if tuple(agents) == AGENTS:
+        return consumer_group
+    return f"{consumer_group}.{'-'.join(agents)}"
 
 
 class KafkaSettings(BaseModel):
@@ -131,6 +159,26 @@ class DecideSettings(BaseModel):
     """Policy file; None uses pipeline/decide/policy.yaml."""
 
 
+class WorkerSettings(BaseModel):
+    agents: str = "all"
+    """Agents this worker runs, comma separated among validate, avatar, dedupe, signals, decide
+    (``all``: every one; ``unmask worker --agents`` overrides it). A worker that runs only some
+    agents joins the consumer group ``<kafka.consumer_group>.<agent>-<agent>...`` (for example
+    ``unmask.avatar``), so pools with different agent sets never share a group; together the
+    pools must cover every agent (docs/scaling.md)."""
+
+    @field_validator("agents")
+    @classmethod
+    def _known_agents(cls, value: str) -> str:
+        agents = parse_agents(value)
+        return "all" if agents == AGENTS else ",".join(agents)
+
+    @property
+    def agent_names(self) -> tuple[str, ...]:
+        """The configured agents, in walk order."""
+        return parse_agents(self.agents)
+
+
 class ReviewSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8088
@@ -172,6 +220,7 @@ class Settings(BaseSettings):
     signals: SignalSettings = Field(default_factory=SignalSettings)
     decide: DecideSettings = Field(default_factory=DecideSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:

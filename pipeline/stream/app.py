@@ -4,6 +4,11 @@ accounts.events -> [validate] -> accounts.validated.v1 -> [avatar] -> avatars.sc
 -> [dedupe] -> avatars.matched.v1 -> [signals] -> accounts.signals.v1 -> [decide]
 -> enforcement.decisions (+ PostgreSQL). Refused records go to accounts.dlq.
 
+A worker may run only some of the agents (``settings.worker.agents``, e.g. an avatar-only pool
+for the CPU-bound avatar stage); it then joins its own consumer group
+(:func:`pipeline.settings.worker_group`), since Faust's assignor expects every member of a group
+to run the same agents.
+
 Delivery is at least once: an agent acknowledges a micro-batch's records (which lets their
 offsets be committed) only after the broker acknowledged everything it sent for them, and
 every stage is idempotent on event_id, so a redelivery has no second effect. Stage calls run in a
@@ -19,19 +24,21 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from pipeline import metrics
-from pipeline.decide.stage import DecideStage
 from pipeline.events import InvalidEvent, parse_event
-from pipeline.settings import Settings
+from pipeline.settings import AGENTS, Settings, worker_group
 from pipeline.stages import Stage, StageUnavailable, run_stage
 from pipeline.stream.dlq import dead_letter, record_dead_letters
 from pipeline.types import Envelope
+
+if TYPE_CHECKING:
+    from pipeline.decide.stage import DecideStage
 
 log = logging.getLogger(__name__)
 TRANSIENT = (StageUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
@@ -65,11 +72,25 @@ def event_batches(stream: faust.StreamT[Any], size: int) -> AsyncIterator[list[f
     return cast(AsyncIterator[list[faust.EventT[Any]]], batches)
 
 
-def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> faust.App:
-    """A Faust app whose agents run ``stages`` (avatar, dedupe, signals, decide) in order."""
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    stages: Sequence[Stage],
+    agents: Sequence[str] = AGENTS,
+) -> faust.App:
+    """A Faust app with the agents named in ``agents`` (validate, avatar, dedupe, signals,
+    decide), each stage agent running the stage of that name from ``stages``; its app id (the
+    consumer group) is :func:`~pipeline.settings.worker_group` of the configured group.
+
+    Raises ValueError when ``stages`` lacks the stage of one of ``agents``.
+    """
     k = settings.kafka
+    by_name = {stage.name: stage for stage in stages}
+    missing = [a for a in agents if a != "validate" and a not in by_name]
+    if missing:
+        raise ValueError(f"no stage given for agent(s) {', '.join(missing)}")
     app = faust.App(
-        k.consumer_group,
+        worker_group(k.consumer_group, tuple(agents)),
         broker=f"kafka://{k.bootstrap}",
         store="memory://",
         topic_partitions=k.partitions,
@@ -96,7 +117,9 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
     chain = [k.topic_validated, k.topic_scored, k.topic_matched, k.topic_signals]
     topics = [json_topic(name) for name in chain]
     sources = [raw_topic(name) for name in chain]
-    decisions_topic = json_topic(k.topic_decisions)
+    runs_decide = "decide" in agents
+    runs_timer = "signals" in agents and settings.signals.recluster_interval_s > 0
+    decisions_topic = json_topic(k.topic_decisions) if runs_decide or runs_timer else None
 
     async def ack_all(stream: faust.StreamT[Any], events: Sequence[faust.EventT[Any]]) -> None:
         """Mark a micro-batch consumed, only once its outputs are acknowledged by the broker.
@@ -118,7 +141,6 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         await send_all([dlq_topic.send(key=(r["key"] or "").encode(), value=r) for r in records])
         metrics.EVENTS_PRODUCED.labels(k.topic_dlq).inc(len(records))
 
-    @app.agent(events_topic, name="validate")
     async def validate(stream: faust.StreamT[bytes]) -> None:
         async for events in event_batches(stream, 500):
             good: list[Envelope] = []
@@ -147,6 +169,9 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
             )
             metrics.EVENTS_PRODUCED.labels(chain[0]).inc(len(good))
             await ack_all(stream, events)
+
+    if "validate" in agents:
+        app.agent(events_topic, name="validate")(validate)
 
     def stage_agent(stage: Stage, source: faust.TopicT, sink: faust.TopicT | None) -> None:
         batch_size = settings.avatars.batch_size if stage.name == "avatar" else 200
@@ -224,9 +249,10 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
                 dead_letter(raw_value, failure, topic, None, None, env.event.account_id.encode())
             ]
 
-    decide_stage = next(s for s in stages if isinstance(s, DecideStage))
+    decide_stage = cast("DecideStage | None", by_name.get("decide") if runs_decide else None)
 
     async def publish_decisions(processed: list[Envelope]) -> None:
+        assert decide_stage is not None and decisions_topic is not None
         fresh = [e.decision for e in processed if e.decision is not None and e.decision_is_new]
         await send_all(
             [decisions_topic.send(key=d.account_id.encode(), value=d.to_dict()) for d in fresh]
@@ -235,11 +261,19 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
         ids = [d.decision_id for d in fresh]
         await retry_transient("publish", lambda: decide_stage.mark_published(ids), max_backoff)
 
-    for stage, source, sink in zip(stages, sources, [*topics[1:], None], strict=True):
-        stage_agent(stage, source, sink)
+    sinks: list[faust.TopicT | None] = [*topics[1:], None]
+    for name, source, sink in zip(AGENTS[1:], sources, sinks, strict=True):
+        if name in agents:
+            stage_agent(by_name[name], source, sink)
 
     interval = settings.signals.recluster_interval_s
-    if interval > 0:
+    if runs_timer and decisions_topic is not None:
+        if decide_stage is not None:
+            policy = decide_stage.policy
+        else:
+            from pipeline.decide.policy import load_policy
+
+            policy = load_policy(settings.decide.policy_path)
 
         async def recluster() -> None:
             """The reconcile job (pipeline/signals/recluster.py) on one worker of the group at a
@@ -252,7 +286,7 @@ def create_app(settings: Settings, engine: Engine, stages: Sequence[Stage]) -> f
 
             try:
                 report = await asyncio.to_thread(
-                    reconcile, engine, settings, decide_stage.policy, True
+                    reconcile, engine, settings, policy, True
                 )
                 if not report.ran:
                     return

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.settings import REPO_ROOT, Settings
+from pipeline.settings import AGENTS, REPO_ROOT, Settings, parse_agents, worker_group
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("worker", help="run the Faust worker (Kafka in, decisions out)")
+    p.add_argument(
+        "--agents",
+        default=None,
+        help="comma list of the agents to run among validate, avatar, dedupe, signals, decide "
+        "(default: settings.worker.agents, all); a subset joins the group <group>.<agents>",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("produce", help="send a JSONL file of events to the input topic")
@@ -66,15 +73,23 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.stream.app import create_app
     from pipeline.stream.monitoring import KafkaProbe, LagMonitor, watch_app
 
+    try:
+        agents = parse_agents(args.agents) if args.agents else settings.worker.agent_names
+    except ValueError as exc:
+        print(f"unmask worker: {exc}", file=sys.stderr)
+        return 2
     engine = build_engine(settings)
-    stages = build_stages(settings, engine)
-    app = create_app(settings, engine, stages)
+    stages = build_stages(settings, engine, agents)
+    app = create_app(settings, engine, stages, agents)
     k = settings.kafka
+    group = worker_group(k.consumer_group, agents)
+    logging.getLogger(__name__).info("worker agents %s, consumer group %s", ",".join(agents), group)
     probe = KafkaProbe(k.bootstrap)
+    sources = [k.topic_events, k.topic_validated, k.topic_scored, k.topic_matched, k.topic_signals]
     lag = LagMonitor(
         probe,
-        k.consumer_group,
-        [k.topic_events, k.topic_validated, k.topic_scored, k.topic_matched, k.topic_signals],
+        group,
+        [topic for agent, topic in zip(AGENTS, sources, strict=True) if agent in agents],
     )
     monitor = HealthMonitor(
         {"database": database_check(engine), "kafka": probe.check},
