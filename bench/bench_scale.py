@@ -11,8 +11,14 @@ decision minus its input record; with a backlog this is mostly queueing), CPU us
 workers, by PostgreSQL and by the Kafka broker (share of one core, from /proc), PostgreSQL
 deadlocks, and the ratio of events/s to the 1-worker run of the same invocation.
 
+``--avatar-workers K ...`` adds, after each all-agents run of N workers, runs of N main workers
+(every agent but avatar, ``--agents validate,dedupe,signals,decide``) beside K avatar-only
+workers (``--agents avatar``, their own consumer group), with the CPU of each pool reported
+apart; use it with ``--avatars``.
+
     eval "$(bash ops/services.sh env)"
     .venv/bin/python bench/bench_scale.py --accounts 3000 --workers 1 2 4
+    .venv/bin/python bench/bench_scale.py --avatars --accounts 600 --workers 1 --avatar-workers 1 2
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from bench.harness import (  # noqa: E402
     read_topic,
     worker_env,
 )
+
+MAIN_AGENTS = "validate,dedupe,signals,decide"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -141,7 +149,10 @@ def run(
     workdir: Path,
     kafka_pid: int | None,
     faces: Path | None,
+    avatar_workers: int = 0,
 ) -> dict[str, Any]:
+    """One run: ``workers`` workers running every agent (``avatar_workers`` 0), or ``workers``
+    main workers without the avatar agent beside ``avatar_workers`` avatar-only workers."""
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
@@ -159,17 +170,33 @@ def run(
         from hostile.tiny_model import write_tiny_detector
 
         env["UNMASK_AVATARS__MODEL_PATH"] = str(write_tiny_detector(tiny))
-    procs = [WorkerProcess.start(env, workdir / f"w{workers}-{i}.log") for i in range(workers)]
-    worker_pids = {p.proc.pid for p in procs}
+    from pipeline.settings import parse_agents, worker_group
+
+    tag = f"w{workers}a{avatar_workers}"
+    main_env = dict(env, UNMASK_WORKER__AGENTS=MAIN_AGENTS if avatar_workers else "all")
+    avatar_env = dict(env, UNMASK_WORKER__AGENTS="avatar")
+    procs = [WorkerProcess.start(main_env, workdir / f"{tag}-{i}.log") for i in range(workers)]
+    pool = [
+        WorkerProcess.start(avatar_env, workdir / f"{tag}-avatar-{i}.log")
+        for i in range(avatar_workers)
+    ]
+    main_pids = {p.proc.pid for p in procs}
+    avatar_pids = {p.proc.pid for p in pool}
     sampler = CpuSampler(
         {
-            "workers": lambda: [p for p in worker_pids if Path(f"/proc/{p}").exists()],
+            "workers": lambda: [p for p in main_pids if Path(f"/proc/{p}").exists()],
+            "avatar_workers": lambda: [p for p in avatar_pids if Path(f"/proc/{p}").exists()],
             "postgres": lambda: pids_named("postgres"),
             "kafka": lambda: [kafka_pid] if kafka_pid else [],
         }
     )
+    group = env["UNMASK_KAFKA__CONSUMER_GROUP"]
     try:
-        join_s = wait_for_group(env["UNMASK_KAFKA__CONSUMER_GROUP"], workers)
+        join_s = wait_for_group(
+            worker_group(group, parse_agents(main_env["UNMASK_WORKER__AGENTS"])), workers
+        )
+        if avatar_workers:
+            join_s = max(join_s, wait_for_group(worker_group(group, ("avatar",)), avatar_workers))
         time.sleep(2)
         sampler.sample()
         busy0, total0 = machine_busy()
@@ -181,8 +208,16 @@ def run(
         finished = max(r.timestamp for r in decisions) / 1000 if decisions else time.time()
         inputs = read_topic(topics["topic_events"], n, timeout=60)
     finally:
-        for p in procs:
+        for p in procs + pool:
             p.stop()
+    detector = ""
+    for log in sorted(workdir.glob(f"{tag}-*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "avatar detector " in line:
+                detector = json.loads(line).get("message", "") if line.startswith("{") else line
+                break
+        if detector:
+            break
     engine = sa.create_engine(url, poolclass=NullPool)
     with engine.connect() as conn:
         deadlocks = int(
@@ -206,17 +241,23 @@ def run(
     ncpu = os.cpu_count() or 1
     return {
         "workers": workers,
+        "avatar_workers": avatar_workers,
         "decisions": len(seen),
         "join_s": round(join_s, 1),
         "events_per_s": round(len(seen) / wall, 1),
         "p50_s": round(percentile(latencies, 0.5), 2),
         "p99_s": round(percentile(latencies, 0.99), 2),
         "cpu_cores_workers": round(cpu["workers"] / wall, 2),
+        "cpu_cores_avatar_workers": round(cpu["avatar_workers"] / wall, 2),
+        "cpu_s_per_event_workers": round(
+            (cpu["workers"] + cpu["avatar_workers"]) / max(1, len(seen)), 4
+        ),
         "cpu_cores_postgres_all": round(cpu["postgres"] / wall, 2),
         "cpu_cores_kafka": round(cpu["kafka"] / wall, 2),
         "machine_busy_share": round((busy1 - busy0) / max(1.0, total1 - total0), 2),
         "machine_cores": ncpu,
         "deadlocks": deadlocks,
+        "detector": detector[:120],
     }
 
 
@@ -229,6 +270,14 @@ def main() -> None:
         type=float,
         default=0.0,
         help="produce at this many events/s (0: all at once, a backlog)",
+    )
+    parser.add_argument(
+        "--avatar-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="after each all-agents run, runs of the same number of main workers (no avatar "
+        "agent) beside this many avatar-only workers",
     )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
@@ -248,9 +297,19 @@ def main() -> None:
     (workdir / "avatars").mkdir(exist_ok=True)
     kafka = pids_named("kafka.Kafka")
     results = []
-    for workers in args.workers:
+    plan = [(w, a) for w in args.workers for a in [0, *[k for k in args.avatar_workers if k > 0]]]
+    for workers, avatar_workers in plan:
         load = os.getloadavg()[0]
-        result = run(events, n, workers, args.rate, workdir, kafka[0] if kafka else None, faces)
+        result = run(
+            events,
+            n,
+            workers,
+            args.rate,
+            workdir,
+            kafka[0] if kafka else None,
+            faces,
+            avatar_workers,
+        )
         result["load_avg_1m_before"] = round(load, 1)
         results.append(result)
         base = results[0]["events_per_s"]

@@ -26,6 +26,25 @@ def test_compose_names_every_service_the_worker_needs() -> None:
     assert "ports" not in worker, "workers must not bind host ports, or --scale fails"
 
 
+def test_avatar_pool_profile_with_the_main_workers_covers_every_agent() -> None:
+    from pipeline.settings import AGENTS, parse_agents
+
+    services = load()["services"]
+    pool = services["avatar-worker"]
+    assert pool["command"] == ["worker", "--agents", "avatar"]
+    assert pool["profiles"] == ["avatar-pool"], "the default stack must not start a second pool"
+    assert set(pool["depends_on"]) == {"migrate", "topics"}
+    assert "ports" not in pool, "workers must not bind host ports, or --scale fails"
+    env = pool["environment"]
+    assert "UNMASK_WORKER__AGENTS" not in env, "the command line decides the pool's agents"
+    for name in ("UNMASK_KAFKA__BOOTSTRAP", "UNMASK_DATABASE__URL", "UNMASK_SECRET_KEY"):
+        assert env[name] == services["worker"]["environment"][name]
+    agents = services["worker"]["environment"]["UNMASK_WORKER__AGENTS"]
+    assert agents.startswith("${UNMASK_WORKER_AGENTS:-") and agents.endswith("}")
+    default = agents.removeprefix("${UNMASK_WORKER_AGENTS:-").removesuffix("}")
+    assert parse_agents(default) == AGENTS, "the default worker runs every agent"
+
+
 def test_kafka_service_is_kraft_single_node_on_the_tested_version() -> None:
     kafka = load()["services"]["kafka"]
     assert kafka["image"].endswith(":3.9.1")
