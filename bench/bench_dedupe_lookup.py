@@ -6,7 +6,8 @@
 Stores ``--stored`` photos of ../shared/data/faces (real and fake, every kind
 ``compute_hashes`` gives, through ``store_account_photo``) in a fresh SQLite file and in a fresh
 database on the PostgreSQL server of UNMASK_DATABASE__URL, then times ``find_matches`` for
-``--queries`` queries (half of them crops of stored photos, half of them photos not stored),
+``--queries`` queries (half of them crops of stored photos, half of them photos not stored;
+tables analysed first, as autovacuum would have them),
 with the configured rule and, in the same run, with the rule without verification
 (``candidate_radius`` -1, the previous rule) as the baseline. Prints one JSON object: p50/p99
 milliseconds per lookup and per dialect, recall on the cropped half, and how many candidates
@@ -80,6 +81,8 @@ def run(engine: Engine, radius: int, stored: list[dict[str, str]],
     with engine.begin() as conn:
         for i, h in enumerate(stored):
             store_account_photo(conn, radius, f"acc{i}", f"ev{i}", None, h)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE"))
     out: dict[str, Any] = {}
     for name, rule in rules.items():
         times, found, verified = [], [], 0
