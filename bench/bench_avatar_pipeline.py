@@ -6,18 +6,18 @@ with one thread, as a worker process per core would run them):
 
   * baseline: plain Pillow ``open().convert("RGB")``, measured in the same run;
   * each step alone: the safe decoder, the Haar face/eye locator, the perceptual hashes, the
-    detector at batch 32;
-  * the whole per-avatar pipeline at batch 32 (images per second per core), and decode + face +
-    score as it was before the face-scan limits and the batched preprocessing (same run, so the
-    two rows compare);
+    detector at batch 32, fp32 (``detector.onnx``) and static INT8 (``detector-int8.onnx``);
+  * the whole per-avatar pipeline at batch 32 (images per second per core) with the default
+    (manifest ``model_file``) detector, and decode + face + score with each of the two files
+    (same run, so the rows compare);
   * single-image latency p50/p99 of the whole pipeline (batch 1);
   * face-step quality on the sample: faces found, two eyes found, median eye offset per class;
   * the process's peak RSS.
 
 The detector is the committed model (``pipeline/avatars/model``) when it exists, else a tiny
 ONNX model built here (then the score column measures onnxruntime overhead, not the real
-network); the output says which. ``--write`` replaces this script's section of
-``docs/benchmarks.md``.
+network, and the fp32 and default rows run the same file); the output says which.
+``--write`` replaces this script's section of ``docs/benchmarks.md``.
 
     .venv/bin/python bench/bench_avatar_pipeline.py --write
 """
@@ -38,16 +38,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
-import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.avatars.decode import decode_image  # noqa: E402
-from pipeline.avatars.detector import DEFAULT_MODEL_DIR, OnnxDetector  # noqa: E402
+from pipeline.avatars.detector import DEFAULT_MODEL_DIR, FP32_MODEL_FILE, OnnxDetector  # noqa: E402
 from pipeline.avatars.face import HaarFaceLocator, eye_offset  # noqa: E402
-from pipeline.avatars.preprocess import preprocess  # noqa: E402
 from pipeline.dedupe.hashes import compute_hashes  # noqa: E402
 
 START = "<!-- bench_avatar_pipeline:start -->"
@@ -118,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = model_dir.relative_to(REPO) if model_dir.is_relative_to(REPO) else model_dir
         which = f"committed detector `{shown}` (version {{version}})"
     detector = OnnxDetector(model_dir, prefer_gpu=False, intra_op_threads=1)
+    fp32 = OnnxDetector(model_dir, prefer_gpu=False, intra_op_threads=1, model_file=FP32_MODEL_FILE)
     which = which.replace("{version}", detector.model_version)
+    which += f"; default file `{detector.model_file}`"
     locator = HaarFaceLocator()
     previous = HaarFaceLocator(
         min_face_fraction=PREVIOUS_MIN_FACE_FRACTION,
@@ -160,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             detector.score_batch(images[start : start + 32])
         return len(images)
 
+    def score32_fp32() -> int:
+        for start in range(0, len(images), 32):
+            fp32.score_batch(images[start : start + 32])
+        return len(images)
+
     def pipeline_batch32() -> int:
         for start in range(0, len(blobs), 32):
             chunk = [decode_image(b, MAX_PIXELS).image for b in blobs[start : start + 32]]
@@ -176,12 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             detector.fuse(detector.score_batch(chunk), found, [im.size for im in chunk])
         return len(blobs)
 
-    def decode_face_score32_before() -> int:
+    def decode_face_score32_fp32() -> int:
         for start in range(0, len(blobs), 32):
             chunk = [decode_image(b, MAX_PIXELS).image for b in blobs[start : start + 32]]
-            found = [previous.locate(im) for im in chunk]
-            x = np.stack([preprocess(im, detector.spec) for im in chunk])
-            detector.fuse(detector.score_array(x), found, [im.size for im in chunk])
+            found = [locator.locate(im) for im in chunk]
+            fp32.fuse(fp32.score_batch(chunk), found, [im.size for im in chunk])
         return len(blobs)
 
     load_before = os.getloadavg()
@@ -191,10 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "face + eyes, before (min face 30%, eyes up to 50%)": per_second(face_previous, s),
         "face + eyes, now (min face 40%, eyes up to 34%)": per_second(face, s),
         "hashes": per_second(hashes, s),
-        "score, batch 32": per_second(score32, s),
-        "decode + face + score (+fusion), batch 32, before (former face limits, "
-        "per-image preprocessing)": per_second(decode_face_score32_before, s),
-        "decode + face + score (+fusion), batch 32, now": per_second(decode_face_score32, s),
+        f"score, batch 32, fp32 `{fp32.model_file}`": per_second(score32_fp32, s),
+        f"score, batch 32, default `{detector.model_file}`": per_second(score32, s),
+        f"decode + face + score (+fusion), batch 32, fp32 `{fp32.model_file}`": per_second(
+            decode_face_score32_fp32, s
+        ),
+        f"decode + face + score (+fusion), batch 32, default `{detector.model_file}`": (
+            per_second(decode_face_score32, s)
+        ),
         "whole pipeline with hashes, batch 32": per_second(pipeline_batch32, s),
     }
     latencies: list[float] = []
@@ -235,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Command: `.venv/bin/python bench/bench_avatar_pipeline.py --write` "
         f"({len(blobs)} avatars drawn at random from shared/data/faces, bytes in memory; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared; "
-        "onnxruntime CPU provider, 1 intra-op thread; OpenCV 1 thread; `uptime` load average "
+        "onnxruntime CPU provider, 1 intra-op thread; OpenCV 1 thread (the worker defaults "
+        "`UNMASK_AVATARS__ONNX_INTRA_OP_THREADS=1`, `UNMASK_AVATARS__OPENCV_THREADS=1`); "
+        "`uptime` load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after).",
         f"Detector: {which}.",
         f"Working picture sizes: {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]} "
@@ -279,8 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs on a copy whose longest side is 96 px, for faces of at least 40% of the "
         "side (was 30%), the eyes on the face's upper region shrunk to 128 px, for eyes up to "
         "34% of its width (was 50%) (pipeline/avatars/face.py); the before rows run the former "
-        "settings and the former per-image preprocessing in the same process. Batched "
-        "preprocessing gives the same bytes as before (tests/unit/test_detector_accuracy.py).",
+        "face settings in the same process. The fp32 rows run `detector.onnx`, the default rows "
+        "the file the manifest names (`detector-int8.onnx`: static INT8, QDQ, per-channel "
+        "weights; docs/model.md, Quantisation), each with its own calibrated thresholds.",
         "",
         "Eye offset is the distance of the eye centres from the FFHQ/StyleGAN spot "
         "((0.375, 0.475), (0.625, 0.475)) as a fraction of the side. The real class includes "

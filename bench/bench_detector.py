@@ -3,7 +3,9 @@
 Reads real avatar files (JPEG and PNG bytes from ``shared/data/faces``, held in memory so disk is
 not measured), then times, on onnxruntime's CPU provider:
   * baseline: decode + preprocess only (no model), one core;
-  * batch 32 with intra-op threads = 1 (per-core throughput) and = 2;
+  * batch 32 with intra-op threads = 1 (per-core throughput) and = 2, with the default model
+    file of the manifest (``model_file``), and the score alone of both the fp32 and the default
+    file;
   * single-image latency p50/p99 (intra-op threads = 1);
 and the process's peak RSS. Face detection is not included. Writes (replaces) its own section in
 ``docs/benchmarks.md`` when ``--write`` is given.
@@ -30,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.avatars import dataset as ds  # noqa: E402
-from pipeline.avatars.detector import OnnxDetector  # noqa: E402
+from pipeline.avatars.detector import FP32_MODEL_FILE, OnnxDetector  # noqa: E402
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch  # noqa: E402
 
 START = "<!-- bench_detector:start -->"
@@ -78,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     blobs = load_bytes(args.images)
     one = OnnxDetector(prefer_gpu=False, intra_op_threads=1)
     two = OnnxDetector(prefer_gpu=False, intra_op_threads=2)
+    fp32 = OnnxDetector(prefer_gpu=False, intra_op_threads=1, model_file=FP32_MODEL_FILE)
     spec: PreprocessSpec = one.spec
     groups = batches(blobs, 32)
 
@@ -107,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t1 = rate(full(one), args.seconds)
     t2 = rate(full(two), args.seconds)
     s1 = rate(score_only(one, arrays), args.seconds)
+    s32 = rate(score_only(fp32, arrays), args.seconds)
 
     latencies, cpu_latencies = [], []
     for i in range(args.latency_runs):
@@ -119,14 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     c50, c99 = np.percentile(cpu_latencies, [50, 99])
     load = os.getloadavg()[0]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    model_mb = (REPO / "pipeline/avatars/model/detector.onnx").stat().st_size / 1e6
+    model_mb = (REPO / "pipeline/avatars/model" / one.model_file).stat().st_size / 1e6
 
     lines = [
         START,
         "## Avatar detector (decode + preprocess + ONNX score, CPU)",
         "",
         f"Command: `.venv/bin/python bench/bench_detector.py --write` "
-        f"(model `{one.model_version}`, {model_mb:.1f} MB, input {spec.input_size}px; "
+        f"(model `{one.model_version}`, file `{one.model_file}` {model_mb:.1f} MB, "
+        f"input {spec.input_size}px; "
         f"{len(blobs)} avatars from `shared/data/faces` held in memory; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared; "
         "face detection not included).",
@@ -134,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| measurement | wall img/s | img/s per CPU-second | target | ratio to baseline (CPU) |",
         "|---|---|---|---|---|",
         f"| baseline: decode + preprocess only | {base[0]:.0f} | {base[1]:.0f} | | 1.00 |",
-        f"| score only (preprocessed), batch 32, 1 thread | {s1[0]:.0f} | {s1[1]:.0f} | | "
-        f"{s1[1] / base[1]:.2f} |",
+        f"| score only (preprocessed), batch 32, 1 thread, fp32 `{fp32.model_file}` "
+        f"| {s32[0]:.0f} | {s32[1]:.0f} | | {s32[1] / base[1]:.2f} |",
+        f"| score only (preprocessed), batch 32, 1 thread, `{one.model_file}` | {s1[0]:.0f} "
+        f"| {s1[1]:.0f} | | {s1[1] / base[1]:.2f} |",
         f"| decode + preprocess + score, batch 32, intra-op 1 thread | {t1[0]:.0f} | "
         f"{t1[1]:.0f} | >= 100 per core | {t1[1] / base[1]:.2f} |",
         f"| decode + preprocess + score, batch 32, intra-op 2 threads | {t2[0]:.0f} | "

@@ -98,6 +98,12 @@ class AvatarSettings(BaseModel):
     """Threads fetching and decoding the avatars of one micro-batch concurrently."""
     model_path: Path | None = None
     """ONNX detector; None uses the model shipped in the package."""
+    onnx_intra_op_threads: int = 1
+    """Intra-op threads of the detector's onnxruntime session, count; 0 lets onnxruntime use one
+    per core. One worker process per core is the scaling model (docs/scaling.md), so 1."""
+    opencv_threads: int = 1
+    """Threads OpenCV may use in the face step (process-wide), count; 0 keeps OpenCV's default
+    (all cores). 1 for the same reason as ``onnx_intra_op_threads``."""
 
 
 class DedupeSettings(BaseModel):

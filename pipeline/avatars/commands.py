@@ -50,6 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train_detector, pass_through=True)
 
+    p = sub.add_parser(
+        "quantize-detector",
+        help="post-training static INT8 quantisation of the exported detector (needs onnx)",
+        add_help=False,
+    )
+    p.add_argument("quantize_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_quantize_detector, pass_through=True)
+
 
 def cmd_train_detector(args: argparse.Namespace, settings: Settings) -> int:
     """Hand the arguments to ``pipeline.avatars.train.main`` (torch is imported only here)."""
@@ -64,6 +72,16 @@ def cmd_train_detector(args: argparse.Namespace, settings: Settings) -> int:
     return int(train.main(args.train_args) or 0)
 
 
+def cmd_quantize_detector(args: argparse.Namespace, settings: Settings) -> int:
+    """Hand the arguments to ``pipeline.avatars.quantize.main`` (onnx is imported only here)."""
+    try:
+        from pipeline.avatars import quantize
+    except ImportError as error:
+        print(f"quantize-detector needs onnx (pip install -e '.[train]'): {error}", file=sys.stderr)
+        return 2
+    return int(quantize.main(args.quantize_args) or 0)
+
+
 def score_files(
     paths: Sequence[Path],
     settings: Settings,
@@ -76,10 +94,12 @@ def score_files(
     Decodable images are scored ``settings.avatars.batch_size`` at a time. Refusals are records
     with ``error`` (the refusal code) and ``detail``; they are counted like the stage's.
     """
-    from pipeline.avatars.stage import load_detector
+    from pipeline.avatars.detector import open_detector
 
     avatars = settings.avatars
-    detector = load_detector(model or avatars.model_path)
+    if model is not None:
+        avatars = avatars.model_copy(update={"model_path": model})
+    detector = open_detector(avatars)
     locator = HaarFaceLocator()
     records: list[dict[str, Any]] = [{"path": str(p)} for p in paths]
     pending: list[tuple[int, bytes, DecodedImage]] = []

@@ -1,7 +1,8 @@
 """Thin onnxruntime wrapper around the committed AI-face detector.
 
-Loads ``model/detector.onnx`` and its ``manifest.json`` (input size, normalisation, version,
-calibrated threshold, optional fusion coefficients), picks an execution provider once at start,
+Loads the ONNX file named by ``model/manifest.json`` (``model_file``: the int8 or the fp32 export,
+see docs/model.md) with the manifest's input size, normalisation, version, calibrated thresholds
+of that file and optional fusion coefficients, picks an execution provider once at start,
 and scores batches of decoded images. ``score_batch`` is the CNN's probability; ``fuse`` turns
 it, with the face geometry, into the shipped probability when the manifest carries a ``fusion``
 block (``pipeline.avatars.fusion``). All image arithmetic lives in the pure
@@ -23,8 +24,10 @@ from PIL import Image
 from pipeline.avatars.face import FaceFinding
 from pipeline.avatars.fusion import Fusion, geometry
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
+from pipeline.settings import AvatarSettings
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
+FP32_MODEL_FILE = "detector.onnx"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    if intra_op_threads is not None:
+    if intra_op_threads is not None and intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -65,8 +68,12 @@ class OnnxDetector:
 
     Construction reads the model and manifest from disk and starts an onnxruntime session
     (blocking, ~0.1 s on CPU); it raises FileNotFoundError / KeyError for a missing or malformed
-    model folder. ``score_batch`` is synchronous and CPU/GPU bound: call it off the event loop.
-    One instance may be shared by threads (onnxruntime sessions are thread-safe for ``run``).
+    model folder. ``model_file`` picks one ONNX file of the folder (default: the manifest's
+    ``model_file``, else ``detector.onnx``); its thresholds come from the manifest's ``variants``
+    entry for that file when there is one. ``intra_op_threads`` None or 0 leaves onnxruntime's
+    default (one thread per core). ``score_batch`` is synchronous and CPU/GPU bound: call it off
+    the event loop. One instance may be shared by threads (onnxruntime sessions are thread-safe
+    for ``run``).
     """
 
     def __init__(
@@ -75,20 +82,28 @@ class OnnxDetector:
         *,
         prefer_gpu: bool = True,
         intra_op_threads: int | None = None,
+        model_file: str | None = None,
     ) -> None:
         self._manifest: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())
         self._spec = PreprocessSpec.from_manifest(self._manifest)
-        self._threshold = float(self._manifest["threshold"])
-        self._cnn_threshold = float(self._manifest.get("cnn_threshold", self._threshold))
+        self._model_file = model_file or str(self._manifest.get("model_file", FP32_MODEL_FILE))
+        variant = self._manifest.get("variants", {}).get(self._model_file, {})
+        self._threshold = float(variant.get("threshold", self._manifest["threshold"]))
+        self._cnn_threshold = float(
+            variant.get("cnn_threshold", self._manifest.get("cnn_threshold", self._threshold))
+        )
         fusion = self._manifest.get("fusion")
         self._fusion = Fusion.from_manifest(fusion) if fusion is not None else None
         self._version = str(self._manifest["version"])
-        self._session = _open_session(model_dir / "detector.onnx", prefer_gpu, intra_op_threads)
+        self._session = _open_session(model_dir / self._model_file, prefer_gpu, intra_op_threads)
         self._input_name = self._session.get_inputs()[0].name
         log.info(
-            "avatar detector %s loaded with %s (input %dpx, threshold %.4f, fusion %s)",
+            "avatar detector %s (%s) loaded with %s, %d intra-op threads "
+            "(input %dpx, threshold %.4f, fusion %s)",
             self._version,
+            self._model_file,
             self.provider,
+            self.intra_op_threads,
             self._spec.input_size,
             self._threshold,
             "on" if self._fusion is not None else "off",
@@ -98,6 +113,16 @@ class OnnxDetector:
     def model_version(self) -> str:
         """The ``version`` string of the manifest, for provenance in scored events."""
         return self._version
+
+    @property
+    def model_file(self) -> str:
+        """The ONNX file of the model folder in use (``detector-int8.onnx``, ``detector.onnx``)."""
+        return self._model_file
+
+    @property
+    def intra_op_threads(self) -> int:
+        """Intra-op threads of the running session as onnxruntime reports them (0: its default)."""
+        return int(self._session.get_session_options().intra_op_num_threads)
 
     @property
     def threshold(self) -> float:
@@ -155,3 +180,31 @@ class OnnxDetector:
         exactly as in training. Pass the face crop or the whole avatar.
         """
         return self.score_array(preprocess_batch(images, self._spec))
+
+
+def open_detector(avatars: AvatarSettings, *, prefer_gpu: bool = True) -> OnnxDetector:
+    """The detector a worker runs, from its settings: ``avatars.model_path`` (a model folder, or
+    one ``.onnx`` file of a folder, which is then the file loaded; None: the shipped model and
+    its default file) with ``avatars.onnx_intra_op_threads`` intra-op threads."""
+    path = avatars.model_path
+    if path is None:
+        folder, model_file = DEFAULT_MODEL_DIR, None
+    elif path.suffix == ".onnx":
+        folder, model_file = path.parent, path.name
+    else:
+        folder, model_file = path, None
+    return OnnxDetector(
+        folder,
+        prefer_gpu=prefer_gpu,
+        intra_op_threads=avatars.onnx_intra_op_threads,
+        model_file=model_file,
+    )
+
+
+def set_opencv_threads(count: int) -> None:
+    """Threads OpenCV may use for the face step's Haar cascades (process-wide, blocking-free);
+    0 or less leaves OpenCV's default."""
+    if count > 0:
+        import cv2
+
+        cv2.setNumThreads(count)

@@ -293,6 +293,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     parser.add_argument(
+        "--model-file",
+        default=None,
+        help="ONNX file in --model-dir to score (default: the manifest's model_file); its "
+        "thresholds come from the manifest's variants block when recorded there",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store the held-out report in manifest.json under variants[model file] (and as "
+        "metrics.heldout_test when that file is the default)",
+    )
+    parser.add_argument(
         "--markdown-from-manifest",
         action="store_true",
         help="print the metrics stored in manifest.json as Markdown tables, score nothing",
@@ -316,18 +328,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_tables(manifest["metrics"][key]))
         return 0
     spec = PreprocessSpec.from_manifest(manifest)
+    default_file = str(manifest.get("model_file", "detector.onnx"))
+    model_file = args.model_file or default_file
+    variant = manifest.get("variants", {}).get(model_file, {})
+    threshold = float(variant.get("threshold", manifest["threshold"]))
+    cnn_threshold = variant.get("cnn_threshold", manifest.get("cnn_threshold"))
     training = manifest["training"]
     split = ds.split_by_source(
         ds.read_manifest(ds.faces_dir(args.shared_dir)),
         training["holdout_sources"],
         seed=int(training["seed"]),
     )
-    scorer = OnnxScorer(args.model_dir / "detector.onnx", spec)
+    scorer = OnnxScorer(args.model_dir / model_file, spec)
     locator = HaarFaceLocator()
     if args.loso:
         print(json.dumps(leave_one_source_out(split.val, features(scorer, locator, split.val))))
         return 0
     if args.fit_fusion:
+        if model_file != "detector.onnx" or "variants" in manifest:
+            parser.error("--fit-fusion refits the fp32 model's block; run it before quantising")
         cnn_threshold = float(manifest.get("cnn_threshold", manifest["threshold"]))
         val_feats = features(scorer, locator, split.val)
         fusion, threshold = fit_fusion(split.val, val_feats, args.l2)
@@ -358,14 +377,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = evaluate_records(
         scorer,
         records,
-        float(manifest["threshold"]),
+        threshold,
         fusion=Fusion.from_manifest(fusion_block) if fusion_block is not None else None,
-        cnn_threshold=manifest.get("cnn_threshold"),
+        cnn_threshold=None if cnn_threshold is None else float(cnn_threshold),
         locator=locator,
     )
     text = json.dumps(result, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")
+    if args.record and args.split == "test":
+        manifest = json.loads((args.model_dir / "manifest.json").read_text())
+        recorded = manifest.setdefault("variants", {}).setdefault(
+            model_file, {"threshold": threshold, "cnn_threshold": cnn_threshold}
+        )
+        recorded.setdefault("metrics", {})["heldout_test"] = result
+        if model_file == default_file:
+            manifest.setdefault("metrics", {})["heldout_test"] = result
+            manifest["metrics_model_file"] = model_file
+        (args.model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(text)
     return 0
 

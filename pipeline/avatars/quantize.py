@@ -1,0 +1,227 @@
+"""Post-training static INT8 quantisation of the exported detector (a training-pipeline step).
+
+The fp32 ``detector.onnx`` that ``unmask train-detector`` writes is turned into
+``detector-int8.onnx``: QDQ format, int8 per-channel weights, uint8 per-tensor activations whose
+ranges are calibrated (MinMax) on a fixed, hash-picked sample of TRAINING images only, half of
+them degraded as uploads are (q75 JPEG, 256 px), all through the same ``preprocess_batch`` as
+inference. The calibrated thresholds of the new file are then re-derived on the validation split
+exactly as the fp32 ones were (1% FPR on validation reals, clean + degraded copies; the fused
+threshold with the manifest's fusion coefficients), and recorded in ``manifest.json`` under
+``variants``. Held-out sources are never read here. ``--select FILE`` makes one recorded variant
+the file the runtime loads (``model_file``) with its thresholds and metrics.
+
+Needs ``onnx`` (the ``train`` extra) besides onnxruntime; the runtime only loads the result.
+Run ``unmask quantize-detector --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.avatars import dataset as ds
+from pipeline.avatars import evaluate as ev
+from pipeline.avatars.face import HaarFaceLocator
+from pipeline.avatars.fusion import Fusion, feature_matrix
+from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
+
+FP32_FILE = "detector.onnx"
+INT8_FILE = "detector-int8.onnx"
+CALIBRATION_SALT = "int8-calibration"
+
+
+def calibration_batches(
+    records: Sequence[ds.FaceRecord], spec: PreprocessSpec, batch: int = 32
+) -> list[np.ndarray]:
+    """Preprocessed float32 (N, 3, S, S) batches of ``records``; every second image is first
+    degraded to q75 JPEG at 256 px (``evaluate.degrade``), so the activation ranges cover both
+    clean uploads and the platform-recompressed copies the model scores in production."""
+    images = [ds.load_image(r.path) for r in records]
+    shown = [ev.degrade(im) if i % 2 else im for i, im in enumerate(images)]
+    return [
+        preprocess_batch(shown[start : start + batch], spec)
+        for start in range(0, len(shown), batch)
+    ]
+
+
+def quantize_model(
+    fp32_path: Path,
+    int8_path: Path,
+    batches: Sequence[np.ndarray],
+    input_name: str = "image",
+) -> dict[str, Any]:
+    """Write the QDQ int8 model of ``fp32_path`` to ``int8_path``; returns the recipe for the
+    manifest. Deterministic for the same inputs and onnxruntime version."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._left = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._left, None)
+            return None if x is None else {input_name: x}
+
+    prepared = int8_path.with_suffix(".prep.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return {
+        "format": "QDQ (onnxruntime.quantization.quantize_static)",
+        "weights": "int8, symmetric, per output channel",
+        "activations": "uint8, per tensor, MinMax-calibrated",
+        "source_file": fp32_path.name,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def validation_thresholds(
+    model_path: Path,
+    spec: PreprocessSpec,
+    records: Sequence[ds.FaceRecord],
+    fusion: Fusion | None,
+    target_fpr: float = 0.01,
+) -> tuple[float, float, dict[str, Any]]:
+    """(shipped threshold, CNN threshold, validation report) of ``model_path`` on validation
+    ``records``: the score letting ``target_fpr`` of the reals through, clean and degraded copies
+    pooled; the shipped one on the fused score when ``fusion`` is given, else equal to the CNN
+    one. The report is ``evaluate.report_features`` at those thresholds."""
+    labels = np.array([r.label for r in records])
+    feats = ev.features(ev.OnnxScorer(model_path, spec), HaarFaceLocator(), records)
+    cnn = np.concatenate([c for c, _ in feats.values()])
+    y = np.concatenate([labels] * len(feats))
+    cnn_threshold = ev.threshold_at_fpr(cnn[y == 0], target_fpr)
+    threshold = cnn_threshold
+    if fusion is not None:
+        x = np.vstack([feature_matrix(c, g) for c, g in feats.values()])
+        threshold = ev.threshold_at_fpr(fusion.probabilities(x)[y == 0], target_fpr)
+    report = ev.report_features(records, feats, threshold, fusion, cnn_threshold)
+    return threshold, cnn_threshold, report
+
+
+def select(manifest: dict[str, Any], model_file: str) -> None:
+    """Make the recorded variant ``model_file`` the one the runtime loads (in place)."""
+    variant = manifest["variants"][model_file]
+    manifest["model_file"] = model_file
+    manifest["threshold"] = variant["threshold"]
+    manifest["cnn_threshold"] = variant["cnn_threshold"]
+    manifest["metrics"] = dict(variant.get("metrics", {}))
+    manifest["metrics_model_file"] = model_file
+
+
+def ensure_variants(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``variants`` block, seeded on first use with the fp32 model's recorded thresholds and
+    metrics (the manifest's own, written by training and ``evaluate --fit-fusion``)."""
+    variants: dict[str, Any] = manifest.setdefault("variants", {})
+    if FP32_FILE not in variants:
+        variants[FP32_FILE] = {
+            "quantization": None,
+            "threshold": manifest["threshold"],
+            "cnn_threshold": manifest.get("cnn_threshold", manifest["threshold"]),
+            "metrics": dict(manifest.get("metrics", {})),
+        }
+    return variants
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Quantise, re-derive thresholds on validation, record the variant (or ``--select``)."""
+    parser = argparse.ArgumentParser(prog="unmask quantize-detector", description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=ev.MODEL_DIR)
+    parser.add_argument("--shared-dir", default=None)
+    parser.add_argument(
+        "--calibration-per-class",
+        type=int,
+        default=150,
+        help="training images per class used to calibrate activation ranges",
+    )
+    parser.add_argument(
+        "--select",
+        default=None,
+        metavar="FILE",
+        help="only make this recorded variant (e.g. detector.onnx) the default; quantise nothing",
+    )
+    args = parser.parse_args(argv)
+    manifest_path = args.model_dir / "manifest.json"
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    variants = ensure_variants(manifest)
+    if args.select is not None:
+        if args.select not in variants:
+            parser.error(f"{args.select} is not a recorded variant: {sorted(variants)}")
+        select(manifest, args.select)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        print(f"default model file: {args.select}")
+        return 0
+
+    spec = PreprocessSpec.from_manifest(manifest)
+    training = manifest["training"]
+    split = ds.split_by_source(
+        ds.read_manifest(ds.faces_dir(args.shared_dir)),
+        training["holdout_sources"],
+        seed=int(training["seed"]),
+    )
+    calibration = ds.deterministic_sample(
+        split.train, args.calibration_per_class, salt=CALIBRATION_SALT
+    )
+    t0 = time.monotonic()
+    recipe = quantize_model(
+        args.model_dir / FP32_FILE,
+        args.model_dir / INT8_FILE,
+        calibration_batches(calibration, spec),
+        str(manifest.get("input_name", "image")),
+    )
+    recipe["calibration"] = {
+        "split": "train (held-out sources never read)",
+        "images": len(calibration),
+        "per_class": args.calibration_per_class,
+        "pick": f"dataset.deterministic_sample(salt={CALIBRATION_SALT!r})",
+        "degraded": "every second image q75 JPEG at 256 px",
+        "counts": ds.counts(calibration),
+    }
+    recipe["command"] = "unmask quantize-detector"
+    recipe["seconds"] = round(time.monotonic() - t0, 1)
+    fusion_block = manifest.get("fusion")
+    fusion = Fusion.from_manifest(fusion_block) if fusion_block is not None else None
+    threshold, cnn_threshold, validation = validation_thresholds(
+        args.model_dir / INT8_FILE, spec, split.val, fusion
+    )
+    variants[INT8_FILE] = {
+        "quantization": recipe,
+        "threshold": threshold,
+        "cnn_threshold": cnn_threshold,
+        "threshold_rule": manifest.get("threshold_rule"),
+        "bytes": (args.model_dir / INT8_FILE).stat().st_size,
+        "metrics": {"validation": validation},
+    }
+    manifest.setdefault("model_file", FP32_FILE)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in variants[INT8_FILE].items() if k != "metrics"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

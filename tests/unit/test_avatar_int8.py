@@ -1,0 +1,168 @@
+"""The INT8 detector: how it is made, which file a worker loads, and the worker's thread settings.
+
+Uses the committed model folder (``pipeline/avatars/model``) and real onnxruntime sessions:
+the thread counts are read back from the running session, not from the arguments passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.avatars import dataset as ds
+from pipeline.avatars.detector import (
+    DEFAULT_MODEL_DIR,
+    FP32_MODEL_FILE,
+    OnnxDetector,
+    open_detector,
+    set_opencv_threads,
+)
+from pipeline.avatars.evaluate import roc_auc
+from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
+from pipeline.avatars.quantize import INT8_FILE, calibration_batches, quantize_model, select
+from pipeline.settings import AvatarSettings, Settings
+
+MANIFEST = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+
+
+def test_thread_settings_default_to_one_per_worker() -> None:
+    avatars = Settings().avatars
+    assert avatars.onnx_intra_op_threads == 1
+    assert avatars.opencv_threads == 1
+
+
+def test_intra_op_threads_setting_reaches_the_session() -> None:
+    for threads in (1, 2):
+        detector = open_detector(AvatarSettings(onnx_intra_op_threads=threads), prefer_gpu=False)
+        assert detector.intra_op_threads == threads
+
+
+def test_opencv_threads_setting_reaches_opencv() -> None:
+    before = cv2.getNumThreads()
+    try:
+        set_opencv_threads(1)
+        assert cv2.getNumThreads() == 1
+        set_opencv_threads(2)
+        assert cv2.getNumThreads() == 2
+        set_opencv_threads(0)
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_compose_applies_the_thread_settings(tmp_path: Path) -> None:
+    from pipeline.compose import build_engine, build_stages
+
+    settings = Settings(
+        database={"url": f"sqlite:///{tmp_path / 'x.db'}"},
+        avatars=AvatarSettings(onnx_intra_op_threads=2, opencv_threads=1),
+        review={"image_dir": tmp_path / "images"},
+    )
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        stage = build_stages(settings, build_engine(settings))[0]
+        assert stage.name == "avatar"
+        detector = stage.detector  # type: ignore[attr-defined]
+        assert isinstance(detector, OnnxDetector)
+        assert detector.intra_op_threads == 2
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_manifest_names_the_default_file_and_each_variant_has_its_own_thresholds() -> None:
+    default = MANIFEST["model_file"]
+    assert (DEFAULT_MODEL_DIR / default).stat().st_size <= 20_000_000
+    variants = MANIFEST["variants"]
+    assert set(variants) == {FP32_MODEL_FILE, INT8_FILE}
+    for name, variant in variants.items():
+        assert (DEFAULT_MODEL_DIR / name).stat().st_size <= 20_000_000
+        assert 0.0 < variant["threshold"] < 1.0 and 0.0 < variant["cnn_threshold"] < 1.0
+        assert "heldout_test" in variant["metrics"]
+    assert MANIFEST["threshold"] == variants[default]["threshold"]
+    assert MANIFEST["cnn_threshold"] == variants[default]["cnn_threshold"]
+    assert MANIFEST["metrics"]["heldout_test"] == variants[default]["metrics"]["heldout_test"]
+    calibration = variants[INT8_FILE]["quantization"]["calibration"]
+    assert set(calibration["counts"]).isdisjoint(MANIFEST["training"]["holdout_sources"])
+
+
+def test_an_onnx_model_path_loads_that_file_with_its_thresholds() -> None:
+    for name in (FP32_MODEL_FILE, INT8_FILE):
+        detector = open_detector(
+            AvatarSettings(model_path=DEFAULT_MODEL_DIR / name), prefer_gpu=False
+        )
+        assert detector.model_file == name
+        assert detector.threshold == MANIFEST["variants"][name]["threshold"]
+        assert detector.cnn_threshold == MANIFEST["variants"][name]["cnn_threshold"]
+    shipped = open_detector(AvatarSettings(), prefer_gpu=False)
+    assert shipped.model_file == MANIFEST["model_file"]
+
+
+def test_select_switches_the_default_without_touching_the_models(tmp_path: Path) -> None:
+    manifest = json.loads(json.dumps(MANIFEST))
+    other = INT8_FILE if manifest["model_file"] == FP32_MODEL_FILE else FP32_MODEL_FILE
+    select(manifest, other)
+    assert manifest["model_file"] == other
+    assert manifest["threshold"] == MANIFEST["variants"][other]["threshold"]
+    assert (
+        manifest["metrics"]["heldout_test"]
+        == MANIFEST["variants"][other]["metrics"]["heldout_test"]
+    )
+
+
+@pytest.fixture(scope="module")
+def calibration() -> list[np.ndarray]:
+    spec = PreprocessSpec.from_manifest(MANIFEST)
+    split = ds.split_by_source(
+        ds.read_manifest(ds.faces_dir()),
+        MANIFEST["training"]["holdout_sources"],
+        seed=int(MANIFEST["training"]["seed"]),
+    )
+    return calibration_batches(ds.deterministic_sample(split.train, 8, salt="test"), spec, 8)
+
+
+def test_quantize_model_writes_a_qdq_per_channel_model_that_tracks_fp32(
+    tmp_path: Path, calibration: list[np.ndarray]
+) -> None:
+    fp32 = tmp_path / FP32_MODEL_FILE
+    shutil.copy(DEFAULT_MODEL_DIR / FP32_MODEL_FILE, fp32)
+    recipe = quantize_model(fp32, tmp_path / INT8_FILE, calibration)
+    assert recipe["source_file"] == FP32_MODEL_FILE
+    graph = onnx.load(str(tmp_path / INT8_FILE)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    axes = [
+        attr.i
+        for node in graph.node
+        if node.op_type == "DequantizeLinear"
+        for attr in node.attribute
+        if attr.name == "axis"
+    ]
+    assert axes, "weights should carry per-channel scales"
+    assert (tmp_path / INT8_FILE).stat().st_size < 0.4 * fp32.stat().st_size
+
+    manifest = dict(MANIFEST, model_file=INT8_FILE, variants={})
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    heldout = [
+        r
+        for r in ds.read_manifest(ds.faces_dir())
+        if r.source in MANIFEST["training"]["holdout_sources"]
+    ]
+    sample = ds.deterministic_sample(heldout, 24, salt="int8-test")
+    images = [ds.load_image(r.path) for r in sample]
+    labels = np.array([r.label for r in sample])
+    spec = PreprocessSpec.from_manifest(MANIFEST)
+    x = preprocess_batch(images, spec)
+    scores = {
+        name: np.array(OnnxDetector(tmp_path, prefer_gpu=False, model_file=name).score_array(x))
+        for name in (FP32_MODEL_FILE, INT8_FILE)
+    }
+    assert np.corrcoef(scores[FP32_MODEL_FILE], scores[INT8_FILE])[0, 1] > 0.95
+    assert roc_auc(labels, scores[INT8_FILE]) > 0.75
