@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="post-training static INT8 quantisation of the exported detector (needs onnx)",
         add_help=False,
     )
-    p.add_argument("quantize_args", nargs=argparse.REMAINDER)
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_quantize_detector, pass_through=True)
 
 
@@ -79,7 +79,7 @@ def cmd_quantize_detector(args: argparse.Namespace, settings: Settings) -> int:
     except ImportError as error:
         print(f"quantize-detector needs onnx (pip install -e '.[train]'): {error}", file=sys.stderr)
         return 2
-    return int(quantize.main(args.quantize_args) or 0)
+    return int(quantize.main(args.train_args) or 0)
 
 
 def score_files(

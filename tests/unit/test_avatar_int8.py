@@ -26,7 +26,7 @@ from pipeline.avatars.detector import (
 from pipeline.avatars.evaluate import roc_auc
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
 from pipeline.avatars.quantize import INT8_FILE, calibration_batches, quantize_model, select
-from pipeline.settings import AvatarSettings, Settings
+from pipeline.settings import AvatarSettings, DatabaseSettings, ReviewSettings, Settings
 
 MANIFEST = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
 
@@ -60,9 +60,9 @@ def test_compose_applies_the_thread_settings(tmp_path: Path) -> None:
     from pipeline.compose import build_engine, build_stages
 
     settings = Settings(
-        database={"url": f"sqlite:///{tmp_path / 'x.db'}"},
+        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'x.db'}"),
         avatars=AvatarSettings(onnx_intra_op_threads=2, opencv_threads=1),
-        review={"image_dir": tmp_path / "images"},
+        review=ReviewSettings(image_dir=tmp_path / "images"),
     )
     before = cv2.getNumThreads()
     try:
