@@ -166,3 +166,13 @@ def test_quantize_model_writes_a_qdq_per_channel_model_that_tracks_fp32(
     }
     assert np.corrcoef(scores[FP32_MODEL_FILE], scores[INT8_FILE])[0, 1] > 0.95
     assert roc_auc(labels, scores[INT8_FILE]) > 0.75
+
+
+def test_decide_threshold_without_an_avatar_stage_is_the_loaded_files() -> None:
+    from pipeline.compose import detector_threshold
+
+    assert detector_threshold(None) == MANIFEST["threshold"]
+    assert detector_threshold(DEFAULT_MODEL_DIR) == MANIFEST["threshold"]
+    for name in (FP32_MODEL_FILE, INT8_FILE):
+        expected = MANIFEST["variants"][name]["threshold"]
+        assert detector_threshold(DEFAULT_MODEL_DIR / name) == expected
