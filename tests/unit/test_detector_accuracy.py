@@ -1,10 +1,10 @@
 """The committed AI-face detector still separates held-out sources, and preprocessing is exact.
 
 Runs the shipped model file (``manifest.json: model_file``, the INT8 ``detector-int8.onnx``) on
-CPU over a fixed, hash-picked sample of images
-from the sources the model never saw in training (see ``manifest.json``), read from
-``../shared/data/faces``. Floors sit a little below the numbers measured at release
-(docs/model.md), so a broken export, a preprocessing drift or a worse retrain fails here.
+CPU over a fixed, hash-picked sample of images from the sources the model never saw in training
+(see ``manifest.json``), read from ``../shared/data/faces``. Floors sit a little below the
+numbers measured at release (docs/model.md), so a broken export, a preprocessing drift or a worse
+retrain fails here.
 """
 
 from __future__ import annotations
