@@ -9,10 +9,24 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any, Literal
 
 Action = Literal["allow", "review", "challenge", "disable"]
 Transform = Literal["plain", "mirror", "exact"]
+
+
+def _fields_of(value: Any) -> dict[str, Any]:
+    """Every field of a dataclass instance by name, values as they are: what
+    ``dataclasses.asdict`` gives for fields holding scalars and tuples of scalars, without its
+    recursive copy (5-10x cheaper; the decide stage serialises every event's values). Callers
+    copy the mutable fields they hand out."""
+    return {name: getattr(value, name) for name in _field_names(type(value))}
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ class AccountEvent:
     links: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = _fields_of(self)
         out["occurred_at"] = self.occurred_at.isoformat()
         out["links"] = list(self.links) if self.links is not None else None
         return out
@@ -91,7 +105,9 @@ class AvatarResult:
         return cls(status="refused", error_code=code)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = _fields_of(self)
+        out["hashes"] = dict(self.hashes)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AvatarResult:
@@ -135,7 +151,7 @@ class PhotoMatch:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _fields_of(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhotoMatch:
@@ -157,10 +173,13 @@ class ClusterSignal:
         return cls(cluster_id=None, cluster_score=0.0, size=1)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["binding_features"] = list(self.binding_features)
-        out["account_evidence"] = list(self.account_evidence)
-        return out
+        return {
+            "cluster_id": self.cluster_id,
+            "cluster_score": self.cluster_score,
+            "size": self.size,
+            "binding_features": list(self.binding_features),
+            "account_evidence": list(self.account_evidence),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterSignal:

@@ -9,10 +9,8 @@ function works on both (``FOR UPDATE`` is dropped on SQLite, which has one write
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -54,44 +52,16 @@ def _pg(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-_PG_ARRAY_TYPES = {
-    sa.String: "text",
-    sa.Text: "text",
-    sa.BigInteger: "bigint",
-    sa.Integer: "integer",
-    sa.Float: "double precision",
-    sa.Boolean: "boolean",
-}
-
-
-def _pg_type(column: sa.Column[Any]) -> str:
-    if isinstance(column.type, sa.JSON):
-        return "jsonb"
-    for cls, name in _PG_ARRAY_TYPES.items():
-        if isinstance(column.type, cls):
-            return name
-    return "timestamptz"
-
-
-@cache
-def _pg_unnest_insert(table: sa.Table, columns: tuple[str, ...], tail: str) -> sa.TextClause:
-    arrays = ", ".join(f"CAST(:{c} AS {_pg_type(table.c[c])}[])" for c in columns)
-    names = ", ".join(columns)
-    return sa.text(f"INSERT INTO {table.name} AS t ({names}) SELECT * FROM unnest({arrays}) {tail}")
-
-
 def _pg_bulk(
     conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], tail: str
 ) -> sa.CursorResult[Any]:
-    """One ``INSERT ... SELECT * FROM unnest(array per column) <tail>`` for all ``rows``: a single
-    statement with one parameter per column (4-5x faster than multi-row VALUES pages here)."""
-    columns = tuple(rows[0])
-    params: dict[str, list[Any]] = {c: [] for c in columns}
-    jsons = {c for c in columns if _pg_type(table.c[c]) == "jsonb"}
-    for row in rows:
-        for c in columns:
-            params[c].append(json.dumps(row[c]) if c in jsons else row[c])
-    return conn.execute(_pg_unnest_insert(table, columns, tail), params)
+    """One ``INSERT ... SELECT * FROM unnest(array per column) <tail>`` for all ``rows``
+    (:func:`pipeline.store.db.pg_bulk_insert`)."""
+    return db.pg_bulk_insert(conn, table, rows, tail)
+
+
+def _texts(values: Iterable[Any]) -> str:
+    return db.pg_array(values, "text")
 
 
 def claim_many(conn: Connection, event_ids: Sequence[str], stage: str) -> set[str]:
@@ -214,8 +184,8 @@ def read_counts(
         rows = conn.execute(
             _PG_COUNTS,
             {
-                "kinds": [k for k, _ in ordered],
-                "vals": [v for _, v in ordered],
+                "kinds": _texts(k for k, _ in ordered),
+                "vals": _texts(v for _, v in ordered),
                 "width": width_s,
                 "first": first_s,
                 "last": last_s,
@@ -256,7 +226,11 @@ def partners(
     if _pg(conn):
         rows = conn.execute(
             _PG_PARTNERS,
-            {"kinds": [k for k, _ in ordered], "vals": [v for _, v in ordered], "since": since_s},
+            {
+                "kinds": _texts(k for k, _ in ordered),
+                "vals": _texts(v for _, v in ordered),
+                "since": since_s,
+            },
         )
         return [(r.kind, r.value, r.account_id, int(r.seen_s)) for r in rows]
     t = signal_account_features
@@ -289,7 +263,11 @@ def holders(conn: Connection, keys: Iterable[ValueKey], since_s: int) -> dict[Va
     if _pg(conn):
         rows = conn.execute(
             _PG_HOLDERS,
-            {"kinds": [k for k, _ in ordered], "vals": [v for _, v in ordered], "since": since_s},
+            {
+                "kinds": _texts(k for k, _ in ordered),
+                "vals": _texts(v for _, v in ordered),
+                "since": since_s,
+            },
         )
         for kind, value, accounts in rows.tuples():
             out[(kind, value)] = set(accounts)
@@ -391,7 +369,7 @@ def repoint_clusters(conn: Connection, moves: dict[str, str]) -> None:
         return
     old = sorted(moves)
     if _pg(conn):
-        conn.execute(_PG_REPOINT, {"old": old, "new": [moves[c] for c in old]})
+        conn.execute(_PG_REPOINT, {"old": _texts(old), "new": _texts(moves[c] for c in old)})
         return
     for c in old:
         conn.execute(
@@ -410,7 +388,8 @@ def attach_unclustered(conn: Connection, placement: dict[str, str]) -> dict[str,
     accounts = sorted(placement)
     if _pg(conn):
         rows = conn.execute(
-            _PG_ATTACH, {"accounts": accounts, "clusters": [placement[a] for a in accounts]}
+            _PG_ATTACH,
+            {"accounts": _texts(accounts), "clusters": _texts(placement[a] for a in accounts)},
         )
         return {r.account_id: dict(r._mapping) for r in rows}
     t = signal_accounts

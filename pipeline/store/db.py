@@ -7,7 +7,7 @@ same transaction (``claim_once``), so at-least-once delivery never doubles an ef
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -125,20 +125,70 @@ def _pg_unnest_insert(table: sa.Table, columns: tuple[str, ...], tail: str) -> s
     return sa.text(f"INSERT INTO {table.name} AS t ({names}) SELECT * FROM unnest({arrays}) {tail}")
 
 
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text_element(value: Any) -> str:
+    return "NULL" if value is None else _quoted(str(value))
+
+
+def _int_element(value: Any) -> str:
+    return "NULL" if value is None else str(int(value))
+
+
+def _float_element(value: Any) -> str:
+    return "NULL" if value is None else repr(float(value))
+
+
+def _bool_element(value: Any) -> str:
+    return "NULL" if value is None else ("t" if value else "f")
+
+
+def _json_element(value: Any) -> str:
+    return _quoted(json.dumps(value))
+
+
+def _time_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return _quoted(value.isoformat() if isinstance(value, datetime) else str(value))
+
+
+_ELEMENT = {
+    "text": _text_element,
+    "bigint": _int_element,
+    "integer": _int_element,
+    "double precision": _float_element,
+    "boolean": _bool_element,
+    "jsonb": _json_element,
+    "timestamptz": _time_element,
+}
+
+
+def pg_array(values: Iterable[Any], pg_type: str = "text") -> str:
+    """``values`` as one PostgreSQL array literal (``{"a","b",NULL}``) for ``CAST(:p AS
+    <pg_type>[])``: the server reads it with the element type's input function, the same
+    values as a list parameter gives, which psycopg2 sends as ``ARRAY[...]`` of one constant
+    per element for the server to parse and cast one by one (about 3x the CPU on both sides
+    for the thousands of elements a batch sends). Text is always quoted (``NULL`` only for
+    None); floats travel as their shortest round-trip ``repr``, so the stored double is the
+    same; JSON is ``json.dumps``, as SQLAlchemy encodes it (None becomes JSON ``null``)."""
+    element = _ELEMENT[pg_type]
+    return "{" + ",".join(map(element, values)) + "}"
+
+
 def pg_bulk_insert(
     conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], tail: str = ""
 ) -> sa.CursorResult[Any]:
     """PostgreSQL only: ``INSERT INTO table AS t ... SELECT * FROM unnest(one array per column)
     <tail>`` for all ``rows`` (which share their keys): one statement with one parameter per
     column, 4-5x faster than SQLAlchemy's multi-row VALUES pages for a thousand rows. ``tail`` is
-    raw SQL (``ON CONFLICT ...``, ``RETURNING ...``); the target table is aliased ``t``. JSON
-    columns are encoded with ``json.dumps``, as SQLAlchemy does."""
+    raw SQL (``ON CONFLICT ...``, ``RETURNING ...``); the target table is aliased ``t``. Each
+    column travels as one array literal (:func:`pg_array`); JSON columns are encoded with
+    ``json.dumps``, as SQLAlchemy does."""
     columns = tuple(rows[0])
-    params: dict[str, list[Any]] = {c: [] for c in columns}
-    jsons = {c for c in columns if _pg_type(table.c[c]) == "jsonb"}
-    for row in rows:
-        for c in columns:
-            params[c].append(json.dumps(row[c]) if c in jsons else row[c])
+    params = {c: pg_array([row[c] for row in rows], _pg_type(table.c[c])) for c in columns}
     return conn.execute(_pg_unnest_insert(table, columns, tail), params)
 
 
