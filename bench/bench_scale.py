@@ -105,6 +105,20 @@ class CpuSampler:
         return out
 
 
+def detector_file(model_path: str | None) -> str:
+    """``<version>/<onnx file>`` of the detector the workers load (the manifest's choice)."""
+    from pipeline.compose import SHIPPED_MODEL_DIR
+
+    path = Path(model_path) if model_path else SHIPPED_MODEL_DIR
+    folder = path.parent if path.suffix == ".onnx" else path
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "unknown"
+    chosen = path.name if path.suffix == ".onnx" else manifest.get("model_file", "detector.onnx")
+    return f"{manifest.get('version', '?')}/{chosen}"
+
+
 def write_events(path: Path, accounts: int, seed: int, faces: Path | None) -> int:
     from pipeline.sim.generate import Simulation
 
@@ -173,6 +187,7 @@ def run(
     from pipeline.settings import parse_agents, worker_group
 
     tag = f"w{workers}a{avatar_workers}"
+    detector = detector_file(env.get("UNMASK_AVATARS__MODEL_PATH"))
     main_env = dict(env, UNMASK_WORKER__AGENTS=MAIN_AGENTS if avatar_workers else "all")
     avatar_env = dict(env, UNMASK_WORKER__AGENTS="avatar")
     procs = [WorkerProcess.start(main_env, workdir / f"{tag}-{i}.log") for i in range(workers)]
@@ -210,14 +225,6 @@ def run(
     finally:
         for p in procs + pool:
             p.stop()
-    detector = ""
-    for log in sorted(workdir.glob(f"{tag}-*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            if "avatar detector " in line:
-                detector = json.loads(line).get("message", "") if line.startswith("{") else line
-                break
-        if detector:
-            break
     engine = sa.create_engine(url, poolclass=NullPool)
     with engine.connect() as conn:
         deadlocks = int(
@@ -257,7 +264,7 @@ def run(
         "machine_busy_share": round((busy1 - busy0) / max(1.0, total1 - total0), 2),
         "machine_cores": ncpu,
         "deadlocks": deadlocks,
-        "detector": detector[:120],
+        "detector": detector,
     }
 
 
