@@ -48,6 +48,7 @@ from pipeline.stages import run_stage  # noqa: E402
 from pipeline.store.db import make_engine  # noqa: E402
 from pipeline.store.migrate import upgrade  # noqa: E402
 from pipeline.store.signal_tables import signal_accounts  # noqa: E402
+from pipeline.stream.commands import tune_gc  # noqa: E402
 from pipeline.types import AvatarResult, Envelope, PhotoMatch  # noqa: E402
 
 
@@ -195,6 +196,11 @@ def main() -> int:
     ap.add_argument("--no-decide", action="store_true", help="run the signals stage only")
     ap.add_argument("--profile", type=Path, default=None, help="pyinstrument HTML of the stages")
     ap.add_argument(
+        "--default-gc", action="store_true",
+        help="keep Python's collector settings (default: the worker's, pipeline.stream.commands."
+        "tune_gc, applied once the stages are built)",
+    )
+    ap.add_argument(
         "--dump", type=Path, default=None,
         help="write every account's final cluster (id, score, size, flags), flag time and "
         "decision here, as JSON lines sorted by account: diff two runs of one seed to show a "
@@ -223,6 +229,8 @@ def main() -> int:
             sa.Column("payload", sa.JSON, nullable=False),
         )
         baseline.create(engine)
+        if not args.default_gc:
+            tune_gc()
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
@@ -437,6 +445,7 @@ def main() -> int:
         else None,
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "wall_seconds": round(wall, 1),
+        "gc": "default" if args.default_gc else "worker (tune_gc)",
         "aggregate_errors": consistency,
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
