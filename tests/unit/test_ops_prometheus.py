@@ -103,8 +103,10 @@ def test_scrape_config_targets_the_compose_services() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     worker = jobs["unmask-worker"]["dns_sd_configs"][0]
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
-    assert worker["names"] == ["worker"] and "worker" in compose
-    assert str(worker["port"]) in [str(p) for p in compose["worker"]["expose"]]
+    assert worker["names"] == ["worker", "avatar-worker"]
+    for name in worker["names"]:
+        assert name in compose, f"{name} is scraped but is not a compose service"
+        assert str(worker["port"]) in [str(p) for p in compose[name].get("expose", [])], name
     assert jobs["unmask-review"]["static_configs"][0]["targets"] == ["review:8088"]
     assert config["rule_files"] == ["alerts.yml"]
 
