@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any, Literal
 
 Action = Literal["allow", "review", "challenge", "disable"]
@@ -21,12 +20,13 @@ def _fields_of(value: Any) -> dict[str, Any]:
     ``dataclasses.asdict`` gives for fields holding scalars and tuples of scalars, without its
     recursive copy (5-10x cheaper; the decide stage serialises every event's values). Callers
     copy the mutable fields they hand out."""
-    return {name: getattr(value, name) for name in _field_names(type(value))}
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: getattr(value, name) for name in names}
 
 
-@cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True)

@@ -141,19 +141,27 @@ def add_counts(conn: Connection, increments: dict[tuple[str, str, int, int], int
     """
     if not increments:
         return
-    rows = [
-        {"kind": k, "value": v, "width_s": w, "bucket_s": b, "count": n}
-        for (k, v, w, b), n in sorted(increments.items())
-    ]
+    ordered = sorted(increments.items())
     if _pg(conn):
-        _pg_bulk(
+        kinds, values, widths, buckets = zip(*(key for key, _n in ordered), strict=True)
+        db.pg_bulk_insert_columns(
             conn,
             signal_counts,
-            rows,
+            {
+                "kind": kinds,
+                "value": values,
+                "width_s": widths,
+                "bucket_s": buckets,
+                "count": [n for _key, n in ordered],
+            },
             "ON CONFLICT (kind, value, width_s, bucket_s) DO UPDATE SET count = t.count + "
             "excluded.count",
         )
         return
+    rows = [
+        {"kind": k, "value": v, "width_s": w, "bucket_s": b, "count": n}
+        for (k, v, w, b), n in ordered
+    ]
     stmt = _insert(conn, signal_counts)
     conn.execute(
         stmt.on_conflict_do_update(

@@ -84,17 +84,26 @@ def claim_once(conn: Connection, event_id: str, stage: str) -> bool:
 
 
 def claim_many(conn: Connection, event_ids: Sequence[str], stage: str) -> set[str]:
-    """``claim_once`` for a batch in one statement: the ids marked now (not before)."""
+    """``claim_once`` for a batch in one statement (one unnest INSERT on PostgreSQL): the ids
+    marked now (not before)."""
     unique = sorted(set(event_ids))
     if not unique:
         return set()
     now = datetime.now(UTC)
+    rows = [{"event_id": e, "stage": stage, "processed_at": now} for e in unique]
+    if conn.dialect.name == "postgresql":
+        result = pg_bulk_insert(
+            conn,
+            processed_events,
+            rows,
+            "ON CONFLICT (event_id, stage) DO NOTHING RETURNING event_id",
+        )
+        return {r[0] for r in result}
     stmt = (
         _insert(conn, processed_events)
         .on_conflict_do_nothing(index_elements=["event_id", "stage"])
         .returning(processed_events.c.event_id)
     )
-    rows = [{"event_id": e, "stage": stage, "processed_at": now} for e in unique]
     return {r[0] for r in conn.execute(stmt, rows)}
 
 
@@ -174,6 +183,22 @@ def pg_array(values: Iterable[Any], pg_type: str = "text") -> str:
     for the thousands of elements a batch sends). Text is always quoted (``NULL`` only for
     None); floats travel as their shortest round-trip ``repr``, so the stored double is the
     same; JSON is ``json.dumps``, as SQLAlchemy encodes it (None becomes JSON ``null``)."""
+    if pg_type == "text":
+        items = values if isinstance(values, list) else list(values)
+        try:
+            joined = '","'.join(items)
+        except TypeError:
+            pass
+        else:
+            if joined.count('"') == 2 * max(len(items) - 1, 0) and "\\" not in joined:
+                return '{"' + joined + '"}' if items else "{}"
+        values = items
+    elif pg_type in ("bigint", "integer"):
+        items = values if isinstance(values, list) else list(values)
+        try:
+            return "{" + ",".join(map(int.__repr__, items)) + "}"
+        except TypeError:
+            values = items
     element = _ELEMENT[pg_type]
     return "{" + ",".join(map(element, values)) + "}"
 
@@ -187,9 +212,16 @@ def pg_bulk_insert(
     raw SQL (``ON CONFLICT ...``, ``RETURNING ...``); the target table is aliased ``t``. Each
     column travels as one array literal (:func:`pg_array`); JSON columns are encoded with
     ``json.dumps``, as SQLAlchemy does."""
-    columns = tuple(rows[0])
-    params = {c: pg_array([row[c] for row in rows], _pg_type(table.c[c])) for c in columns}
-    return conn.execute(_pg_unnest_insert(table, columns, tail), params)
+    return pg_bulk_insert_columns(conn, table, {c: [row[c] for row in rows] for c in rows[0]}, tail)
+
+
+def pg_bulk_insert_columns(
+    conn: Connection, table: sa.Table, columns: dict[str, Sequence[Any]], tail: str = ""
+) -> sa.CursorResult[Any]:
+    """:func:`pg_bulk_insert` of rows given as one sequence of values per column (all of one
+    length), for callers that have the columns already."""
+    params = {c: pg_array(values, _pg_type(table.c[c])) for c, values in columns.items()}
+    return conn.execute(_pg_unnest_insert(table, tuple(columns), tail), params)
 
 
 def bulk_insert_ignore(

@@ -28,6 +28,8 @@ TEXTS = [
     "'single'",
     None,
 ]
+PLAIN = ["a", "", " padded ", "NULL", "{x,y}", "tab\t", "ünïcødé", "'q'"]
+"""No double quote, no backslash, no None: the text fast path."""
 INTS = [0, 1, -1, 2**62, -(2**62), None, True, False]
 FLOATS = [0.0, -0.0, 0.1, 1 / 3, 1e-300, 1.7976931348623157e308, 12345.6789, float("inf"), None]
 BOOLS = [True, False, None, 1, 0]
@@ -56,6 +58,8 @@ def test_array_literals_equal_list_parameters(fresh_database_url: str) -> None:
     with engine.connect() as conn:
         for values, pg_type, as_list in (
             (TEXTS, "text", TEXTS),
+            (PLAIN, "text", PLAIN),
+            (INTS[:5], "bigint", INTS[:5]),
             (INTS, "bigint", [None if v is None else int(v) for v in INTS]),
             (FLOATS, "double precision", FLOATS),
             (BOOLS, "boolean", [None if v is None else bool(v) for v in BOOLS]),
