@@ -12,10 +12,9 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import tldextract
 from tldextract.remote import lenient_netloc
@@ -38,16 +37,17 @@ FEATURE_KINDS = (
 )
 
 _FEATURE_ORDER = attrgetter("kind", "value", "label")
-"""The dataclass order of :class:`Feature` as a key (a tuple per feature instead of two per
-comparison)."""
+"""The order of :class:`Feature` as a key."""
 _URL_IN_TEXT = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+")
 _DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True, order=True)
-class Feature:
-    """A shareable value of an account: ``kind``, stored ``value``, display-safe ``label``."""
+class Feature(NamedTuple):
+    """A shareable value of an account: ``kind``, stored ``value``, display-safe ``label``.
+
+    A named tuple: hashed, compared and ordered as the tuple ``(kind, value, label)`` (what the
+    frozen, ordered dataclass it replaces did, with the same hash), built and hashed in C."""
 
     kind: str
     value: str

@@ -289,8 +289,11 @@ def read_accounts(conn: Connection, account_ids: Iterable[str]) -> dict[str, dic
     t = signal_accounts
     out: dict[str, dict[str, Any]] = {}
     for part in _chunks(sorted(set(account_ids))):
-        rows = conn.execute(sa.select(t).where(t.c.account_id.in_(part)))
-        out.update({r.account_id: dict(r._mapping) for r in rows})
+        result = conn.execute(sa.select(t).where(t.c.account_id.in_(part)))
+        names = list(result.keys())
+        for row in result.tuples():
+            account = dict(zip(names, row, strict=True))
+            out[account["account_id"]] = account
     return out
 
 

@@ -7,7 +7,7 @@ same transaction (``claim_once``), so at-least-once delivery never doubles an ef
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -199,8 +199,20 @@ def pg_array(values: Iterable[Any], pg_type: str = "text") -> str:
             return "{" + ",".join(map(int.__repr__, items)) + "}"
         except TypeError:
             values = items
+    elif pg_type == "timestamptz":
+        return "{" + ",".join(_times(values)) + "}"
     element = _ELEMENT[pg_type]
     return "{" + ",".join(map(element, values)) + "}"
+
+
+def _times(values: Iterable[Any]) -> Iterator[str]:
+    """Timestamp elements; a run of one object (a batch's ``now``) is formatted once."""
+    last: Any = _times
+    text = ""
+    for value in values:
+        if value is not last:
+            last, text = value, _time_element(value)
+        yield text
 
 
 def pg_bulk_insert(
