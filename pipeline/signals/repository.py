@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -120,17 +121,26 @@ def load_account_features(conn: Connection, account_ids: Iterable[str]) -> dict[
     return out
 
 
-def insert_account_features(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Store new (account, feature) rows; rows already stored are left as they are."""
-    rows = sorted(rows, key=lambda r: (r["account_id"], r["kind"], r["value"]))
+_FEATURE_COLUMNS = ("account_id", "kind", "value", "label", "seen_s")
+
+
+def insert_account_features(conn: Connection, rows: list[tuple[str, str, str, str, int]]) -> None:
+    """Store new (account_id, kind, value, label, seen_s) rows; rows already stored are left as
+    they are."""
+    rows = sorted(rows, key=itemgetter(0, 1, 2))
     if rows and _pg(conn):
-        _pg_bulk(conn, signal_account_features, rows, "ON CONFLICT DO NOTHING")
+        db.pg_bulk_insert_columns(
+            conn,
+            signal_account_features,
+            dict(zip(_FEATURE_COLUMNS, zip(*rows, strict=True), strict=True)),
+            "ON CONFLICT DO NOTHING",
+        )
     elif rows:
         conn.execute(
             _insert(conn, signal_account_features).on_conflict_do_nothing(
                 index_elements=["account_id", "kind", "value"]
             ),
-            rows,
+            [dict(zip(_FEATURE_COLUMNS, row, strict=True)) for row in rows],
         )
 
 

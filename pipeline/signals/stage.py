@@ -266,7 +266,7 @@ class SignalStage:
         t_end = max(a.last_s for a in accounts.values())
         long_w = width_for(self._long_h, self._fine_s)
         increments: dict[tuple[str, str, int, int], int] = defaultdict(int)
-        feature_rows = []
+        feature_rows: list[tuple[str, str, str, str, int]] = []
         widths = tuple({self._fine_s, DAY_SECONDS})
         for acc in accounts.values():
             if acc.created_s is not None:
@@ -276,15 +276,7 @@ class SignalStage:
             for f, t in acc.new_features.items():
                 for width in widths:
                     increments[(f.kind, f.value, width, t - t % width)] += 1
-                feature_rows.append(
-                    {
-                        "account_id": acc.account_id,
-                        "kind": f.kind,
-                        "value": f.value,
-                        "label": f.label,
-                        "seen_s": t,
-                    }
-                )
+                feature_rows.append((acc.account_id, f.kind, f.value, f.label, t))
         repo.add_counts(conn, increments)
         repo.insert_account_features(conn, feature_rows)
 
