@@ -26,6 +26,7 @@ from pipeline.settings import Settings
 from pipeline.signals import repository as repo
 from pipeline.signals.features import Feature, extract, is_ai_face
 from pipeline.signals.locks import share_clusters
+from pipeline.signals.partition import components
 from pipeline.signals.score import (
     INFRA_KINDS,
     MIN_LINK_WEIGHT,
@@ -79,30 +80,10 @@ def _groups(links: dict[str, dict[str, float]], current: dict[str, str | None]) 
     """Accounts to end up in one cluster: the batch's links, closed over current clusters (two
     accounts of one cluster are in one group even when the batch links neither to the other),
     so every cluster is merged into exactly one survivor."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    for a, ls in links.items():
-        for b in ls:
-            union(a, b)
-    for a in list(parent):
-        if c := current.get(a):
-            union(a, "\0" + c)
-    groups: dict[str, set[str]] = defaultdict(set)
-    for x in list(parent):
-        if not x.startswith("\0"):
-            groups[find(x)].add(x)
-    return list(groups.values())
+    edges = [(a, b) for a, ls in links.items() for b in ls]
+    linked = {x for edge in edges for x in edge}
+    edges += [(a, "\0" + c) for a in linked if (c := current.get(a))]
+    return [{x for x in g if not x.startswith("\0")} for g in components(edges)]
 
 
 def _pair_evidence(

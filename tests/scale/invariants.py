@@ -30,6 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pipeline.signals.partition import components
+
 Partition = frozenset[frozenset[str]]
 
 
@@ -128,27 +130,8 @@ def forced_components(conn: Connection, link_threshold: float, max_partners: int
         for i, a in enumerate(ordered):
             for b in ordered[i + 1:]:
                 evidence[(a, b)] += weight
-    return _components((a, b) for (a, b), x in evidence.items()
+    return components((a, b) for (a, b), x in evidence.items()
                        if round(x, 3) >= link_threshold)
-
-
-def _components(edges: Iterable[tuple[str, str]]) -> list[set[str]]:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[str, set[str]] = defaultdict(set)
-    for x in list(parent):
-        groups[find(x)].add(x)
-    return list(groups.values())
 
 
 def unforced_splits(partition: Partition, forced: list[set[str]]) -> list[set[str]]:
