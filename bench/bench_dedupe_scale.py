@@ -72,11 +72,16 @@ def load() -> list[float]:
 
 
 def main() -> int:
+    global RADIUS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--radius", type=int, default=4,
+                        help="Hamming radius searched (4: the verified clause; 6: the crop "
+                        "candidates' dedupe.candidate_radius)")
     args = parser.parse_args()
+    RADIUS = args.radius
     rng = np.random.default_rng(0)
     for n in args.sizes:
         print(json.dumps(measure(n, args, rng)), flush=True)
@@ -116,8 +121,8 @@ def measure(n: int, args: argparse.Namespace, rng: np.random.Generator) -> dict[
 
     out["faiss_flat"] = timed(queries[:50], lambda q: faiss_flat(position[q]), expect[:50])
     t = time.perf_counter()
-    mih = faiss.IndexBinaryMultiHash(64, 3, 21)  # the PostgreSQL scheme: 3 bands, 1-bit probes
-    mih.nflip = 1
+    mih = faiss.IndexBinaryMultiHash(64, 3, 21)  # the PostgreSQL scheme: 3 bands
+    mih.nflip = max(0, -(-(RADIUS - 2) // 3))  # exact up to 3 * nflip + 2 bits
     mih.add(codes)
     out["faiss_multihash_build_s"] = round(time.perf_counter() - t, 2)
 
