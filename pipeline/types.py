@@ -7,8 +7,9 @@ values. Each stage returns these rather than sending them anywhere.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Action = Literal["allow", "review", "challenge", "disable"]
@@ -227,6 +228,20 @@ class Decision:
         values["decided_at"] = datetime.fromisoformat(values["decided_at"])
         values["reasons"] = tuple(values["reasons"])
         return cls(**values)
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Decision:
+        """A stored ``decisions`` row (SQLite returns naive timestamps: they are UTC)."""
+        decided_at = row["decided_at"]
+        if decided_at.tzinfo is None:
+            decided_at = decided_at.replace(tzinfo=UTC)
+        return cls(
+            decision_id=row["decision_id"], event_id=row["event_id"],
+            account_id=row["account_id"], decided_at=decided_at, action=row["action"],
+            score=row["score"], priority=row["priority"], reasons=tuple(row["reasons"]),
+            policy_version=row["policy_version"], source=row["source"],
+            evidence=row["evidence"],
+        )
 
 
 @dataclass(frozen=True)

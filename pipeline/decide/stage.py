@@ -340,21 +340,6 @@ class DecideStage:
         )
         out: dict[str, tuple[Decision, bool]] = {}
         for row in rows:
-            decided_at = row["decided_at"]
-            if decided_at.tzinfo is None:
-                decided_at = decided_at.replace(tzinfo=UTC)
-            decision = Decision(
-                decision_id=row["decision_id"],
-                event_id=row["event_id"],
-                account_id=row["account_id"],
-                decided_at=decided_at,
-                action=row["action"],
-                score=row["score"],
-                priority=row["priority"],
-                reasons=tuple(row["reasons"]),
-                policy_version=row["policy_version"],
-                source=row["source"],
-                evidence=row["evidence"],
-            )
+            decision = Decision.from_row(row)
             out[row["event_id"]] = (decision, row["published_at"] is not None)
         return out

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -58,18 +58,6 @@ class KafkaDecisionSink:
         self._producer.close(timeout=5)
 
 
-def decision_from_row(row: Any) -> Decision:
-    decided_at = row.decided_at
-    if decided_at.tzinfo is None:
-        decided_at = decided_at.replace(tzinfo=UTC)
-    return Decision(
-        decision_id=row.decision_id, event_id=row.event_id, account_id=row.account_id,
-        decided_at=decided_at, action=row.action, score=row.score, priority=row.priority,
-        reasons=tuple(row.reasons), policy_version=row.policy_version, source=row.source,
-        evidence=row.evidence or {},
-    )
-
-
 class DecisionOutbox:
     """Sends unpublished reviewer decisions through a sink, marking them published after."""
 
@@ -90,7 +78,7 @@ class DecisionOutbox:
             if not rows:
                 return 0
             records = [
-                (row.account_id.encode(), json.dumps(decision_from_row(row).to_dict(),
+                (row.account_id.encode(), json.dumps(Decision.from_row(row._mapping).to_dict(),
                                                      sort_keys=True).encode())
                 for row in rows
             ]

@@ -133,7 +133,7 @@ def unpublished_revisions(engine: Engine, limit: int = 5000) -> list[Decision]:
             .order_by(d.c.decided_at, d.c.decision_id)
             .limit(limit)
         ).mappings()
-        return [_decision(r) for r in rows]
+        return [Decision.from_row(r) for r in rows]
 
 
 def mark_published(engine: Engine, decision_ids: Sequence[str]) -> None:
@@ -153,22 +153,6 @@ def _utc(ts: datetime | None) -> datetime | None:
     if ts is not None and ts.tzinfo is None:
         return ts.replace(tzinfo=UTC)
     return ts
-
-
-def _decision(row: Any) -> Decision:
-    return Decision(
-        decision_id=row["decision_id"],
-        event_id=row["event_id"],
-        account_id=row["account_id"],
-        decided_at=_utc(row["decided_at"]) or datetime.now(UTC),
-        action=row["action"],
-        score=row["score"],
-        priority=row["priority"],
-        reasons=tuple(row["reasons"]),
-        policy_version=row["policy_version"],
-        source=row["source"],
-        evidence=row["evidence"] or {},
-    )
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -533,7 +517,7 @@ class _Reconcile:
 
         if revised:
             insert_ignore(conn, decisions, revised, ["decision_id"])
-            report.revised = [_decision(r) for r in revised]
+            report.revised = [Decision.from_row(r) for r in revised]
         if account_updates:
             t = accounts
             conn.execute(
