@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from pipeline.settings import AGENTS, REPO_ROOT, Settings
+from pipeline.settings import AGENTS, Settings
 from pipeline.stages import Stage
 from pipeline.store.db import make_engine
-
-SHIPPED_MODEL_DIR = REPO_ROOT / "pipeline" / "avatars" / "model"
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -20,20 +17,11 @@ def build_engine(settings: Settings) -> Engine:
 
 
 def detector_threshold(model_path: Path | None) -> float:
-    """The calibrated threshold of the detector a worker would load from ``model_path`` (a model
-    folder, or one ``.onnx`` file of it; None: the shipped model), read from ``manifest.json``
-    (the ``variants`` entry of that file when there is one) without starting an ONNX session."""
-    model_file: str | None = None
-    if model_path is None:
-        folder = SHIPPED_MODEL_DIR
-    elif model_path.suffix == ".onnx":
-        folder, model_file = model_path.parent, model_path.name
-    else:
-        folder = model_path
-    manifest = json.loads((folder / "manifest.json").read_text())
-    chosen = model_file or str(manifest.get("model_file", "detector.onnx"))
-    variant = manifest.get("variants", {}).get(chosen, {})
-    return float(variant.get("threshold", manifest["threshold"]))
+    """The calibrated threshold of the detector a worker would load from ``model_path``
+    (``avatars.model_path``), read from its manifest without starting an ONNX session."""
+    from pipeline.avatars.manifest import choose, locate
+
+    return choose(*locate(model_path)).threshold
 
 
 def build_stages(

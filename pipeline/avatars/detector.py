@@ -11,7 +11,6 @@ block (``pipeline.avatars.fusion``). All image arithmetic lives in the pure
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +22,12 @@ from PIL import Image
 
 from pipeline.avatars.face import FaceFinding
 from pipeline.avatars.fusion import Fusion, geometry
+from pipeline.avatars.manifest import FP32_MODEL_FILE as FP32_MODEL_FILE
+from pipeline.avatars.manifest import MODEL_DIR, choose, locate
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
 from pipeline.settings import AvatarSettings
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
-FP32_MODEL_FILE = "detector.onnx"
+DEFAULT_MODEL_DIR = MODEL_DIR
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -84,14 +84,12 @@ class OnnxDetector:
         intra_op_threads: int | None = None,
         model_file: str | None = None,
     ) -> None:
-        self._manifest: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())
+        choice = choose(model_dir, model_file)
+        self._manifest: dict[str, Any] = choice.manifest
         self._spec = PreprocessSpec.from_manifest(self._manifest)
-        self._model_file = model_file or str(self._manifest.get("model_file", FP32_MODEL_FILE))
-        variant = self._manifest.get("variants", {}).get(self._model_file, {})
-        self._threshold = float(variant.get("threshold", self._manifest["threshold"]))
-        self._cnn_threshold = float(
-            variant.get("cnn_threshold", self._manifest.get("cnn_threshold", self._threshold))
-        )
+        self._model_file = choice.model_file
+        self._threshold = choice.threshold
+        self._cnn_threshold = choice.cnn_threshold
         fusion = self._manifest.get("fusion")
         self._fusion = Fusion.from_manifest(fusion) if fusion is not None else None
         self._version = str(self._manifest["version"])
@@ -186,13 +184,7 @@ def open_detector(avatars: AvatarSettings, *, prefer_gpu: bool = True) -> OnnxDe
     """The detector a worker runs, from its settings: ``avatars.model_path`` (a model folder, or
     one ``.onnx`` file of a folder, which is then the file loaded; None: the shipped model and
     its default file) with ``avatars.onnx_intra_op_threads`` intra-op threads."""
-    path = avatars.model_path
-    if path is None:
-        folder, model_file = DEFAULT_MODEL_DIR, None
-    elif path.suffix == ".onnx":
-        folder, model_file = path.parent, path.name
-    else:
-        folder, model_file = path, None
+    folder, model_file = locate(avatars.model_path)
     return OnnxDetector(
         folder,
         prefer_gpu=prefer_gpu,

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from pipeline.compose import SHIPPED_MODEL_DIR, detector_threshold
+from pipeline.avatars.manifest import MODEL_DIR as SHIPPED_MODEL_DIR
+from pipeline.compose import detector_threshold
 from pipeline.settings import AGENTS, Settings, parse_agents, worker_group
 from pipeline.types import Envelope
 
