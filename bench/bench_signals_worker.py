@@ -1,0 +1,207 @@
+"""Throughput of signals + decide run the way one worker runs them: two agents, two threads.
+
+In ``unmask worker`` the signals and decide stages are separate agents
+(``accounts.signals.v1`` between them, pipeline/stream/app.py); each hands its micro-batch to
+``asyncio.to_thread``, so decide works on batch N while signals works on batch N+1, and a
+PostgreSQL backend executing one stage's statements runs beside the other stage's Python.
+``bench/bench_signals.py`` runs the two one after the other for every batch (its quality and
+latency figures need that order); this bench measures what the worker's arrangement sustains.
+
+Both arrangements run in the same invocation on the same simulated stream, each on a fresh
+PostgreSQL database (``UNMASK_TEST_DATABASE_URL``), alternating ``--rounds`` times:
+
+* ``serial``: for each batch, signals then decide, one thread (bench_signals' way);
+* ``worker``: a signals thread and a decide thread joined by a queue of at most
+  ``--queue`` batches (the topic between the agents), as in the worker.
+
+Events are parsed and their avatar/dedupe stand-ins (bench_signals.AvatarStandIn) built before
+the clock starts; the rate is events over wall time from the first batch to the last decision.
+Besides events/s and the worker/serial ratio it reports CPU seconds per stage (client thread
+CPU and the PostgreSQL backends') and checks that both arrangements make the same decision
+(action and reasons) for every event.
+
+    .venv/bin/python bench/bench_signals_worker.py --accounts 20000 --days 10 --seed 7 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_signals import AvatarStandIn, ServerCpu, fresh_db  # noqa: E402
+from pipeline.decide.stage import DecideStage  # noqa: E402
+from pipeline.events import parse_event  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.signals.stage import SignalStage  # noqa: E402
+from pipeline.sim.generate import Simulation  # noqa: E402
+from pipeline.stages import run_stage  # noqa: E402
+from pipeline.store.db import make_engine  # noqa: E402
+from pipeline.store.migrate import upgrade  # noqa: E402
+from pipeline.stream.commands import tune_gc  # noqa: E402
+from pipeline.types import Envelope  # noqa: E402
+
+Verdicts = dict[str, tuple[str, tuple[str, ...]]]
+
+
+def build_batches(accounts: int, days: float, seed: int, size: int) -> list[list[Envelope]]:
+    """The simulated stream as micro-batches of ``size`` envelopes, avatars stood in."""
+    sim = Simulation(accounts, days, seed, avatars=False)
+    truth = {r.account_id: r for r in sim.truth()}
+    stand_in = AvatarStandIn(seed)
+    batches: list[list[Envelope]] = [[]]
+    for raw in sim.events():
+        ev = parse_event(json.dumps(raw).encode())
+        avatar, matches = None, ()
+        if ev.event_type == "account.created.v1":
+            tr = truth[ev.account_id]
+            avatar, matches = stand_in(ev.account_id, tr.avatar_kind, tr.photo_key)
+        if len(batches[-1]) >= size:
+            batches.append([])
+        batches[-1].append(Envelope(event=ev, avatar=avatar, matches=matches))
+    return batches
+
+
+def verdicts(out: list[Envelope], into: Verdicts) -> None:
+    for env in out:
+        d = env.decision
+        if d is not None:
+            into[env.event.event_id] = (d.action, tuple(d.reasons))
+
+
+class Timed:
+    """CPU seconds of the calling thread spent in the stage calls it wraps."""
+
+    def __init__(self) -> None:
+        self.client = 0.0
+
+    def __call__(self, fn: Callable[[], list[Envelope]]) -> list[Envelope]:
+        c0 = time.thread_time()
+        try:
+            return fn()
+        finally:
+            self.client += time.thread_time() - c0
+
+
+def run(mode: str, batches: list[list[Envelope]], depth: int) -> dict[str, Any]:
+    url, drop = fresh_db("postgres")
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        settings = Settings()
+        signals, decide = SignalStage(engine, settings), DecideStage(engine, settings)
+        tune_gc()
+        server = ServerCpu(engine)
+        sig_t, dec_t = Timed(), Timed()
+        got: Verdicts = {}
+        n = sum(len(b) for b in batches)
+        server.refresh()
+        s0 = server.seconds()
+        t0 = time.perf_counter()
+        if mode == "serial":
+            for b in batches:
+                out = sig_t(lambda b=b: run_stage(signals, b))
+                verdicts(dec_t(lambda out=out: run_stage(decide, out)), got)
+        else:
+            handoff: queue.Queue[list[Envelope] | None] = queue.Queue(maxsize=depth)
+            failed: list[BaseException] = []
+
+            def produce() -> None:
+                try:
+                    for b in batches:
+                        handoff.put(sig_t(lambda b=b: run_stage(signals, b)))
+                except BaseException as exc:
+                    failed.append(exc)
+                finally:
+                    handoff.put(None)
+
+            def consume() -> None:
+                try:
+                    while (out := handoff.get()) is not None:
+                        verdicts(dec_t(lambda out=out: run_stage(decide, out)), got)
+                except BaseException as exc:
+                    failed.append(exc)
+                    while handoff.get() is not None:
+                        pass
+
+            threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if failed:
+                raise failed[0]
+        wall = time.perf_counter() - t0
+        server.refresh()
+        backend = server.seconds() - s0
+        engine.dispose()
+        return {
+            "mode": mode,
+            "events": n,
+            "wall_s": round(wall, 2),
+            "events_per_s": round(n / wall, 1),
+            "cpu_s": {
+                "signals_client": round(sig_t.client, 2),
+                "decide_client": round(dec_t.client, 2),
+                "postgres_backends": round(backend, 2),
+            },
+            "verdicts": got,
+        }
+    finally:
+        drop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accounts", type=int, default=20_000)
+    ap.add_argument("--days", type=float, default=10)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--queue", type=int, default=2, help="batches between the two agents")
+    ap.add_argument("--rounds", type=int, default=2, help="serial/worker pairs, alternated")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    batches = build_batches(args.accounts, args.days, args.seed, args.batch)
+    load = [os.getloadavg()[0]]
+    runs = []
+    for _ in range(args.rounds):
+        for mode in ("serial", "worker"):
+            r = run(mode, batches, args.queue)
+            load.append(os.getloadavg()[0])
+            print(json.dumps({k: v for k, v in r.items() if k != "verdicts"}), flush=True)
+            runs.append(r)
+    reference = runs[0]["verdicts"]
+    differ = sum(
+        1 for r in runs[1:] for eid in reference.keys() | r["verdicts"].keys()
+        if r["verdicts"].get(eid) != reference.get(eid)
+    )
+    rate = {m: [r["events_per_s"] for r in runs if r["mode"] == m] for m in ("serial", "worker")}
+    result = {
+        "accounts": args.accounts, "days": args.days, "seed": args.seed, "batch": args.batch,
+        "queue": args.queue,
+        "events": runs[0]["events"],
+        "runs": [{k: v for k, v in r.items() if k != "verdicts"} for r in runs],
+        "serial_events_per_s": rate["serial"],
+        "worker_events_per_s": rate["worker"],
+        "worker_to_serial": [round(w / s, 3) for s, w in zip(rate["serial"], rate["worker"])],
+        "decisions_differing_from_first_run": differ,
+        "load_average_1m": load,
+        "cores": os.cpu_count(),
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
