@@ -181,18 +181,25 @@ def main() -> int:
             runs.append(r)
     reference = runs[0]["verdicts"]
     differ = sum(
-        1 for r in runs[1:] for eid in reference.keys() | r["verdicts"].keys()
+        1
+        for r in runs[1:]
+        for eid in reference.keys() | r["verdicts"].keys()
         if r["verdicts"].get(eid) != reference.get(eid)
     )
     rate = {m: [r["events_per_s"] for r in runs if r["mode"] == m] for m in ("serial", "worker")}
     result = {
-        "accounts": args.accounts, "days": args.days, "seed": args.seed, "batch": args.batch,
+        "accounts": args.accounts,
+        "days": args.days,
+        "seed": args.seed,
+        "batch": args.batch,
         "queue": args.queue,
         "events": runs[0]["events"],
         "runs": [{k: v for k, v in r.items() if k != "verdicts"} for r in runs],
         "serial_events_per_s": rate["serial"],
         "worker_events_per_s": rate["worker"],
-        "worker_to_serial": [round(w / s, 3) for s, w in zip(rate["serial"], rate["worker"])],
+        "worker_to_serial": [
+            round(w / s, 3) for s, w in zip(rate["serial"], rate["worker"], strict=True)
+        ],
         "decisions_differing_from_first_run": differ,
         "load_average_1m": load,
         "cores": os.cpu_count(),
