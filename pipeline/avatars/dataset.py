@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,6 @@ from PIL import Image
 
 DEFAULT_HOLDOUT: tuple[str, ...] = (
     "fake/bhk",
-    "fake/bhkcv",
     "real/lfw",
     "real/celeba",
     "real/amfd",
@@ -129,6 +129,47 @@ def split_by_source(
 def counts(records: Iterable[FaceRecord]) -> dict[str, int]:
     """Number of images per source, sorted by source name."""
     return dict(sorted(Counter(r.source for r in records).items()))
+
+
+def sampling_weights(
+    records: Sequence[FaceRecord], shares: dict[str, float] | None = None
+) -> list[float]:
+    """Each class gets half the mass; inside a class each source gets mass ~ sqrt(its size),
+    except the sources in ``shares``, which get exactly that fraction of their class's mass
+    (the sqrt rule splits what is left). Raises ValueError for an unknown source or shares of
+    one class summing to 1 or more."""
+    shares = dict(shares or {})
+    sizes = counts(records)
+    unknown = set(shares) - set(sizes)
+    if unknown:
+        raise ValueError(f"--source-share names sources not in training: {sorted(unknown)}")
+    label_of = {r.source: r.label for r in records}
+    fixed = {label: sum(v for k, v in shares.items() if label_of[k] == label) for label in (0, 1)}
+    if any(v >= 1.0 or v < 0.0 for v in fixed.values()):
+        raise ValueError(f"source shares per class must sum to [0, 1): {fixed}")
+    free_mass = {
+        label: sum(
+            math.sqrt(n) for s, n in sizes.items() if label_of[s] == label and s not in shares
+        )
+        for label in (0, 1)
+    }
+    weights: list[float] = []
+    for r in records:
+        if r.source in shares:
+            weights.append(shares[r.source] / sizes[r.source])
+        else:
+            share = (1.0 - fixed[r.label]) * math.sqrt(sizes[r.source]) / free_mass[r.label]
+            weights.append(share / sizes[r.source])
+    return weights
+
+
+def parse_shares(text: str) -> dict[str, float]:
+    """``fake/bhkcv=0.33,real/utk=0.2`` -> {source: share}."""
+    out: dict[str, float] = {}
+    for item in (part for part in text.split(",") if part):
+        source, _, value = item.partition("=")
+        out[source.strip()] = float(value)
+    return out
 
 
 def deterministic_sample(

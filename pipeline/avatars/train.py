@@ -198,17 +198,6 @@ class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):  # type: ignor
         return x, torch.tensor(float(self.labels[index]))
 
 
-def sampling_weights(records: Sequence[ds.FaceRecord]) -> list[float]:
-    """Each class gets half the mass; inside a class each source gets mass ~ sqrt(its size)."""
-    sizes = ds.counts(records)
-    raw = [1.0 / math.sqrt(sizes[r.source]) for r in records]
-    totals = {
-        label: sum(w for w, r in zip(raw, records, strict=True) if r.label == label)
-        for label in (0, 1)
-    }
-    return [w / totals[r.label] for w, r in zip(raw, records, strict=True)]
-
-
 def torch_scores(
     model: nn.Module, images: Sequence[Image.Image], spec: PreprocessSpec, batch: int = 64
 ) -> np.ndarray:
@@ -282,6 +271,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="stop after this many epochs; the learning-rate schedule still spans --epochs",
     )
+    parser.add_argument(
+        "--source-share",
+        default="fake/bhkcv=0.33",
+        help="comma-separated SOURCE=FRACTION: that source's fixed share of its class's draws "
+        "(other sources of the class split the rest ~ sqrt(size)); '' for the sqrt rule alone",
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=6)
@@ -337,8 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.init_checkpoint is not None:
         model.load_state_dict(torch.load(args.init_checkpoint, map_location="cpu"))
     data = AugmentedFaces(train_images, [r.label for r in train_records], spec, args)
+    weights = ds.sampling_weights(train_records, ds.parse_shares(args.source_share))
+    draw_shares: dict[str, float] = {}
+    for record, weight in zip(train_records, weights, strict=True):
+        draw_shares[record.source] = draw_shares.get(record.source, 0.0) + weight
+    draw_shares = {k: round(v, 4) for k, v in sorted(draw_shares.items())}
+    print(f"share of its class's draws per source: {json.dumps(draw_shares)}", flush=True)
     sampler = torch.utils.data.WeightedRandomSampler(
-        sampling_weights(train_records) or [1.0],
+        weights or [1.0],
         args.samples_per_epoch,
         replacement=True,
         generator=torch.Generator().manual_seed(args.seed + args.start_epoch),
@@ -426,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train_counts": ds.counts(split.train),
             "val_counts": ds.counts(split.val),
             "test_counts": ds.counts(split.test),
+            "draw_share_within_class": draw_shares,
             "history": history,
             "train_seconds": round(train_seconds, 1),
             "torch": torch.__version__,
