@@ -7,7 +7,9 @@ of a pair is weighed with the window ending at the moment the value became share
 holder's first sight of it), counted from the final counters. Same link rule and weights as the
 stage (``pipeline/signals/score.py``): values weighing at least ``MIN_LINK_WEIGHT`` and seen on
 ``2..max_partners`` accounts, summed per pair, a reused photo worth ``PHOTO_MATCH_WEIGHT``, the
-avatar-pair bonus when both accounts are suspect, linked at ``link_threshold``. Burst members are
+avatar-pair bonus when both accounts are suspect and share a value whose holders are suspect often
+enough (``bonus_min_suspect_share``, counted in the same window as the weight), linked at
+``link_threshold``. Burst members are
 accounts linked to an account created within ``burst_s`` of their own creation (symmetric).
 """
 
@@ -41,6 +43,8 @@ class LinkRule:
     max_partners: int
     long_window_s: int
     burst_s: int
+    bonus_min_suspect_share: float = 0.0
+    """0: every suspect pair gets the avatar-pair bonus (no suspect counts needed)."""
 
 
 @dataclass
@@ -49,6 +53,9 @@ class PairEvidence:
 
     weight: float = 0.0
     shared: list[str] = field(default_factory=list)
+    concentrated: bool = False
+    """The pair shares a value whose holders are suspect often enough for the avatar-pair
+    bonus (always true without a ``concentrated_at`` test)."""
 
 
 def weighing_times(holdings: Iterable[Holding]) -> dict[ValueKey, set[int]]:
@@ -65,13 +72,16 @@ def pair_evidence(
     weight_at: Callable[[ValueKey, int], tuple[float, int]],
     rule: LinkRule,
     photo_pairs: Iterable[Pair] = (),
+    concentrated_at: Callable[[ValueKey, int], bool] | None = None,
 ) -> dict[Pair, PairEvidence]:
     """Evidence of every pair of accounts that share something.
 
     ``weight_at(key, t)`` returns the value's rarity weight and its count in the window ending
     at ``t``. A pair sharing a value is weighed at the later holder's first sight ``t``, only when
     the earlier holder's is within the long window before ``t`` (the stage searches partners
-    ``since t - long window``)."""
+    ``since t - long window``). ``concentrated_at(key, t)`` tells whether the value's suspect
+    share in that window admits the avatar-pair bonus (None: every pair is admitted)."""
+    admit_all = concentrated_at is None
     by_value: dict[ValueKey, list[Holding]] = defaultdict(list)
     for h in holdings:
         by_value[(h.kind, h.value)].append(h)
@@ -86,6 +96,7 @@ def pair_evidence(
             weight, count = weight_at(key, t)
             if weight < MIN_LINK_WEIGHT or not 1 < count <= rule.max_partners:
                 continue
+            hot = admit_all or (concentrated_at is not None and concentrated_at(key, t))
             since = t - rule.long_window_s
             other = later.account_id
             for i in range(j):
@@ -96,14 +107,15 @@ def pair_evidence(
                     other, earlier.account_id)
                 ev = out.get(pair)
                 if ev is None:
-                    ev = out[pair] = PairEvidence()
+                    ev = out[pair] = PairEvidence(concentrated=admit_all)
                 ev.weight += weight
                 ev.shared.append(later.label)
+                ev.concentrated = ev.concentrated or hot
     for a, b in photo_pairs:
         if a == b:
             continue
         pair = (min(a, b), max(a, b))
-        ev = out.setdefault(pair, PairEvidence())
+        ev = out.setdefault(pair, PairEvidence(concentrated=admit_all))
         ev.weight += PHOTO_MATCH_WEIGHT
         ev.shared.append("reused photo")
     return out
@@ -113,14 +125,15 @@ def links(
     evidence: Mapping[Pair, PairEvidence], suspect: Callable[[str], bool], rule: LinkRule
 ) -> dict[Pair, tuple[float, list[str]]]:
     """Linked pairs with their total evidence (rounded as the stage stores it) and what they
-    share: the stage's rule, ``x + bonus`` when both accounts are suspect, at the threshold."""
+    share: the stage's rule, ``x + bonus`` when both accounts are suspect and the pair's
+    evidence is ``concentrated``, at the threshold."""
     bonus = rule.avatar_pair_bonus
     out: dict[Pair, tuple[float, list[str]]] = {}
     for (a, b), ev in evidence.items():
         x = ev.weight
         if x + bonus < rule.link_threshold:
             continue
-        both = bool(bonus) and suspect(a) and suspect(b)
+        both = bool(bonus) and ev.concentrated and suspect(a) and suspect(b)
         total = x + (bonus if both else 0.0)
         if total >= rule.link_threshold:
             shared = sorted(set(ev.shared))

@@ -41,7 +41,7 @@ from pipeline.signals.partition import (
     pair_evidence,
     weighing_times,
 )
-from pipeline.signals.score import rarity_weight
+from pipeline.signals.score import concentrated, rarity_weight
 from pipeline.signals.stage import MAX_EVIDENCE, POPULATION, SignalStage, _cluster_id
 from pipeline.signals.windows import width_for, window_range
 from pipeline.store.db import insert_ignore
@@ -50,6 +50,7 @@ from pipeline.store.signal_tables import (
     signal_accounts,
     signal_cluster_features,
     signal_clusters,
+    signal_suspect_counts,
 )
 from pipeline.store.tables import accounts, decisions, review_items
 from pipeline.types import ClusterSignal, Decision
@@ -178,9 +179,11 @@ class _Reconcile:
             max_partners=cfg.max_partners,
             long_window_s=int(self.long_h * 3600),
             burst_s=int(cfg.burst_minutes * 60),
+            bonus_min_suspect_share=cfg.bonus_min_suspect_share,
         )
         self.stage = SignalStage(engine, settings)
         self.counts: dict[tuple[int, int], dict[tuple[str, str], int]] = {}
+        self.suspects: dict[tuple[int, int], dict[tuple[str, str], int]] = {}
 
     # -- window counts -------------------------------------------------------------------------
 
@@ -194,7 +197,8 @@ class _Reconcile:
 
     def _load_counts(self, needs: dict[tuple[str, str], set[int]]) -> None:
         """Read, through the stage's repository, the final counts of each value over every
-        window it will be weighed in (one query per distinct window)."""
+        window it will be weighed in (one query per distinct window), and its suspect counts
+        when the avatar-pair bonus depends on them."""
         by_window: dict[tuple[int, int], set[tuple[str, str]]] = defaultdict(set)
         for key, times in needs.items():
             for t in times:
@@ -205,11 +209,26 @@ class _Reconcile:
             got = repo.read_counts(self.conn, keys | {POPULATION}, self.fine_w, first, last)
             into = self.counts.setdefault((first, last), {})
             into.update({k: got.get(k, 1) for k in keys | {POPULATION}})
+            if self.rule.bonus_min_suspect_share > 0:
+                sus = repo.read_counts(
+                    self.conn, keys, self.fine_w, first, last, signal_suspect_counts
+                )
+                self.suspects.setdefault((first, last), {}).update(
+                    {k: sus.get(k, 0) for k in keys}
+                )
 
     def weight_at(self, key: tuple[str, str], t: int) -> tuple[float, int]:
         window = self.counts[self._window(t)]
         n = window.get(key, 1)
         return rarity_weight(key[0], n, window.get(POPULATION, 1)), n
+
+    def concentrated_at(self, key: tuple[str, str], t: int) -> bool:
+        window = self._window(t)
+        return concentrated(
+            self.suspects[window].get(key, 0),
+            self.counts[window].get(key, 1),
+            self.rule.bonus_min_suspect_share,
+        )
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -235,7 +254,13 @@ class _Reconcile:
         ]
         self._load_counts(weighing_times(holdings))
         photo = self._photo_pairs(known)
-        evidence = pair_evidence(holdings, self.weight_at, self.rule, photo)
+        evidence = pair_evidence(
+            holdings,
+            self.weight_at,
+            self.rule,
+            photo,
+            self.concentrated_at if self.rule.bonus_min_suspect_share > 0 else None,
+        )
 
         def suspect(a: str) -> bool:
             row = known.get(a)

@@ -26,6 +26,7 @@ from pipeline.store.signal_tables import (
     signal_clusters,
     signal_counts,
     signal_results,
+    signal_suspect_counts,
 )
 from pipeline.store.tables import processed_events
 
@@ -121,6 +122,37 @@ def load_account_features(conn: Connection, account_ids: Iterable[str]) -> dict[
     return out
 
 
+def load_feature_times(
+    conn: Connection, account_ids: Iterable[str]
+) -> dict[str, dict[Feature, int]]:
+    """Stored features of each account with their first sight (``seen_s``)."""
+    out: dict[str, dict[Feature, int]] = {}
+    t = signal_account_features
+    for part in _chunks(sorted(set(account_ids))):
+        rows = conn.execute(
+            sa.select(t.c.account_id, t.c.kind, t.c.value, t.c.label, t.c.seen_s).where(
+                t.c.account_id.in_(part)
+            )
+        )
+        for account_id, kind, value, label, seen_s in rows.tuples():
+            out.setdefault(account_id, {})[Feature(kind, value, label)] = int(seen_s)
+    return out
+
+
+def suspect_accounts(conn: Connection, account_ids: Iterable[str]) -> set[str]:
+    """Those of ``account_ids`` stored with an AI face or a reused photo."""
+    t = signal_accounts
+    out: set[str] = set()
+    for part in _chunks(sorted(set(account_ids))):
+        rows = conn.execute(
+            sa.select(t.c.account_id).where(
+                t.c.account_id.in_(part), sa.or_(t.c.ai_face, t.c.reused_photo)
+            )
+        )
+        out.update(r[0] for r in rows.tuples())
+    return out
+
+
 _FEATURE_COLUMNS = ("account_id", "kind", "value", "label", "seen_s")
 
 
@@ -144,8 +176,13 @@ def insert_account_features(conn: Connection, rows: list[tuple[str, str, str, st
         )
 
 
-def add_counts(conn: Connection, increments: dict[tuple[str, str, int, int], int]) -> None:
-    """Add to the (kind, value, width, bucket) counters: one multi-row upsert.
+def add_counts(
+    conn: Connection,
+    increments: dict[tuple[str, str, int, int], int],
+    table: sa.Table = signal_counts,
+) -> None:
+    """Add to the (kind, value, width, bucket) counters of ``table`` (``signal_counts`` or
+    ``signal_suspect_counts``): one multi-row upsert.
 
     Rows go in key order so concurrent workers lock shared counters in the same order.
     """
@@ -156,7 +193,7 @@ def add_counts(conn: Connection, increments: dict[tuple[str, str, int, int], int
         kinds, values, widths, buckets = zip(*(key for key, _n in ordered), strict=True)
         db.pg_bulk_insert_columns(
             conn,
-            signal_counts,
+            table,
             {
                 "kind": kinds,
                 "value": values,
@@ -172,35 +209,44 @@ def add_counts(conn: Connection, increments: dict[tuple[str, str, int, int], int
         {"kind": k, "value": v, "width_s": w, "bucket_s": b, "count": n}
         for (k, v, w, b), n in ordered
     ]
-    stmt = _insert(conn, signal_counts)
+    stmt = _insert(conn, table)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["kind", "value", "width_s", "bucket_s"],
-            set_={"count": signal_counts.c.count + stmt.excluded.count},
+            set_={"count": table.c.count + stmt.excluded.count},
         ),
         rows,
     )
 
 
-_PG_COUNTS = sa.text(
-    "SELECT c.kind, c.value, sum(c.count) AS n "
-    "FROM unnest(CAST(:kinds AS text[]), CAST(:vals AS text[])) AS k(kind, value) "
-    "JOIN signal_counts c ON c.kind = k.kind AND c.value = k.value "
-    "AND c.width_s = :width AND c.bucket_s BETWEEN :first AND :last "
-    "GROUP BY c.kind, c.value"
-)
+_PG_COUNTS = {
+    name: sa.text(
+        "SELECT c.kind, c.value, sum(c.count) AS n "
+        "FROM unnest(CAST(:kinds AS text[]), CAST(:vals AS text[])) AS k(kind, value) "
+        f"JOIN {name} c ON c.kind = k.kind AND c.value = k.value "
+        "AND c.width_s = :width AND c.bucket_s BETWEEN :first AND :last "
+        "GROUP BY c.kind, c.value"
+    )
+    for name in (signal_counts.name, signal_suspect_counts.name)
+}
 
 
 def read_counts(
-    conn: Connection, keys: Iterable[ValueKey], width_s: int, first_s: int, last_s: int
+    conn: Connection,
+    keys: Iterable[ValueKey],
+    width_s: int,
+    first_s: int,
+    last_s: int,
+    table: sa.Table = signal_counts,
 ) -> dict[ValueKey, int]:
-    """Sum of each value's counters over buckets ``first_s..last_s`` of width ``width_s``."""
+    """Sum of each value's counters of ``table`` over buckets ``first_s..last_s`` of width
+    ``width_s`` (values without any are left out)."""
     ordered = sorted(set(keys))
     if not ordered:
         return {}
     if _pg(conn):
         rows = conn.execute(
-            _PG_COUNTS,
+            _PG_COUNTS[table.name],
             {
                 "kinds": _texts(k for k, _ in ordered),
                 "vals": _texts(v for _, v in ordered),
@@ -210,7 +256,7 @@ def read_counts(
             },
         )
         return {(r.kind, r.value): int(r.n) for r in rows}
-    t = signal_counts
+    t = table
     out: dict[ValueKey, int] = {}
     for part in _chunks(ordered, 400):
         rows = conn.execute(
@@ -545,10 +591,15 @@ def read_clusters(conn: Connection, cluster_ids: Iterable[str]) -> dict[str, dic
 
 
 def delete_older_than(conn: Connection, cutoff_s: int) -> dict[str, int]:
-    """Retention: delete counters, account features and results older than ``cutoff_s``."""
+    """Retention: delete counters (plain and suspect), account features and results older
+    than ``cutoff_s``."""
     deleted = {}
     for name, stmt in (
         ("counts", signal_counts.delete().where(signal_counts.c.bucket_s < cutoff_s)),
+        (
+            "suspect_counts",
+            signal_suspect_counts.delete().where(signal_suspect_counts.c.bucket_s < cutoff_s),
+        ),
         (
             "features",
             signal_account_features.delete().where(signal_account_features.c.seen_s < cutoff_s),

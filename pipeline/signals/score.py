@@ -69,6 +69,15 @@ def rarity_weight(kind: str, count: int, population: int | None = None,
     return weight
 
 
+def concentrated(suspects: int, holders: int, min_share: float) -> bool:
+    """Whether a value's holders are suspect (AI face or reused photo) often enough for the
+    avatar-pair bonus: ``suspects / holders >= min_share`` over one window (``holders`` at
+    least 1; ``min_share`` 0 admits every value). A value a campaign promotes is held mostly by
+    its synthetic accounts; a popular honest value is held by suspects at the detector's
+    false-positive rate, however many of them share it."""
+    return suspects >= min_share * max(holders, 1)
+
+
 def pair_evidence(shared: Iterable[float]) -> float:
     """Evidence that two accounts belong together: the sum of the weights of what they share."""
     return float(sum(shared))

@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,11 +33,13 @@ from pipeline.signals.score import (
     PHOTO_MATCH_WEIGHT,
     PROMOTED_KINDS,
     ClusterStats,
+    concentrated,
     rarity_weight,
     score_parts,
 )
 from pipeline.signals.windows import DAY_SECONDS, epoch, width_for, window_range
 from pipeline.stages import StageUnavailable
+from pipeline.store.signal_tables import signal_suspect_counts
 from pipeline.types import ClusterSignal, Envelope
 
 MAX_BINDING = 8
@@ -74,6 +76,18 @@ class _Account:
     ai_face: bool
     reused: bool
     photo_partners: set[str]
+    stored_seen: dict[Feature, int] = field(default_factory=dict)
+    was_suspect: bool = False
+
+    def suspect_increments(self) -> Iterable[tuple[Feature, int]]:
+        """(value, first sight) to add to the suspect counters for this batch: the new values
+        of an account stored as suspect, every value (stored ones at their first sight) of one
+        that turns suspect now, nothing otherwise."""
+        if self.was_suspect:
+            return self.new_features.items()
+        if self.ai_face or self.reused:
+            return [*self.stored_seen.items(), *self.new_features.items()]
+        return ()
 
 
 def _groups(links: dict[str, dict[str, float]], current: dict[str, str | None]) -> list[set[str]]:
@@ -158,6 +172,7 @@ class SignalStage:
         self._secret = settings.secret_key.get_secret_value().encode()
         self._fine_s = int(self._cfg.bucket_minutes * 60)
         self._long_h = max(self._cfg.windows_hours)
+        self._min_share = self._cfg.bonus_min_suspect_share
         self._max_attempts = max_attempts
 
     def process(self, batch: Sequence[Envelope]) -> list[Envelope]:
@@ -205,16 +220,19 @@ class SignalStage:
         return out
 
     def _accounts(self, conn: Connection, fresh: list[Envelope]) -> dict[str, _Account]:
-        stored = repo.load_account_features(conn, [e.event.account_id for e in fresh])
+        ids = [e.event.account_id for e in fresh]
+        stored = repo.load_feature_times(conn, ids)
+        was_suspect = repo.suspect_accounts(conn, ids) if self._min_share > 0 else set()
         accounts: dict[str, _Account] = {}
         for env in fresh:
             ev = env.event
             t = epoch(ev.occurred_at)
             acc = accounts.get(ev.account_id)
             if acc is None:
+                seen = stored.get(ev.account_id, {})
                 acc = _Account(
                     ev.account_id,
-                    set(stored.get(ev.account_id, ())),
+                    set(seen),
                     {},
                     t,
                     t,
@@ -222,6 +240,8 @@ class SignalStage:
                     False,
                     False,
                     set(),
+                    seen,
+                    ev.account_id in was_suspect,
                 )
                 accounts[ev.account_id] = acc
             acc.first_s, acc.last_s = min(acc.first_s, t), max(acc.last_s, t)
@@ -247,6 +267,7 @@ class SignalStage:
         t_end = max(a.last_s for a in accounts.values())
         long_w = width_for(self._long_h, self._fine_s)
         increments: dict[tuple[str, str, int, int], int] = defaultdict(int)
+        suspect_increments: dict[tuple[str, str, int, int], int] = defaultdict(int)
         feature_rows: list[tuple[str, str, str, str, int]] = []
         widths = tuple({self._fine_s, DAY_SECONDS})
         for acc in accounts.values():
@@ -258,7 +279,12 @@ class SignalStage:
                 for width in widths:
                     increments[(f.kind, f.value, width, t - t % width)] += 1
                 feature_rows.append((acc.account_id, f.kind, f.value, f.label, t))
+            if self._min_share > 0:
+                for f, t in acc.suspect_increments():
+                    for width in widths:
+                        suspect_increments[(f.kind, f.value, width, t - t % width)] += 1
         repo.add_counts(conn, increments)
+        repo.add_counts(conn, suspect_increments, signal_suspect_counts)
         repo.insert_account_features(conn, feature_rows)
 
         end_dt = datetime.fromtimestamp(t_end, UTC)
@@ -297,12 +323,20 @@ class SignalStage:
             acc = accounts.get(a)
             return stored or (acc is not None and (acc.ai_face or acc.reused))
 
+        pairs: dict[str, set[str]] = {}
+        for a, ev in evidence.items():
+            both = {b for b in ev if b in known or b in accounts} if bonus else set()
+            pairs[a] = {b for b in both if suspect(b)} if both and suspect(a) else set()
+        if self._min_share > 0:
+            pairs = self._concentrated_pairs(
+                conn, pairs, mine, counts, width=long_w, first=first
+            )
+
         links: dict[str, dict[str, float]] = {}
         shared: dict[str, dict[str, list[str]]] = {}
         for a, ev in evidence.items():
             acc = accounts[a]
-            both = {b for b in ev if b in known or b in accounts} if bonus else set()
-            both = {b for b in both if suspect(b)} if both and suspect(a) else set()
+            both = pairs[a]
             linked = {}
             for b, x in ev.items():
                 total = x + (bonus if b in both else 0.0)
@@ -374,6 +408,39 @@ class SignalStage:
                 }
             )
         repo.save_results(conn, result_rows)
+        return out
+
+    def _concentrated_pairs(
+        self,
+        conn: Connection,
+        pairs: dict[str, set[str]],
+        mine: dict[str, list[tuple[Feature, set[str]]]],
+        counts: dict[tuple[str, str], int],
+        width: int,
+        first: int,
+    ) -> dict[str, set[str]]:
+        """The suspect pairs (``pairs``: account -> suspect partners) that share a value whose
+        holders are suspect often enough (:func:`concentrated`, over the long window the
+        weights were read from): only those get the avatar-pair bonus."""
+        keys = {
+            (f.kind, f.value)
+            for a, partners in pairs.items()
+            if partners
+            for f, others in mine[a]
+            if not others.isdisjoint(partners)
+        }
+        if not keys:
+            return pairs
+        suspects = repo.read_counts(conn, keys, width, first, OPEN_END, signal_suspect_counts)
+        hot = {
+            k
+            for k in keys
+            if concentrated(suspects.get(k, 0), counts.get(k, 1), self._min_share)
+        }
+        out: dict[str, set[str]] = {}
+        for a, partners in pairs.items():
+            values = [others for f, others in mine[a] if (f.kind, f.value) in hot]
+            out[a] = {b for b in partners if any(b in others for others in values)}
         return out
 
     @staticmethod

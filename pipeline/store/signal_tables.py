@@ -22,6 +22,20 @@ signal_counts = sa.Table(
 )
 """Accounts per (feature value, time bucket), at the fine and the one-day widths."""
 
+signal_suspect_counts = sa.Table(
+    "signal_suspect_counts",
+    metadata,
+    sa.Column("kind", sa.String(24), primary_key=True),
+    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("width_s", sa.Integer, primary_key=True),
+    sa.Column("bucket_s", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+"""Suspect accounts (AI-generated face or reused photo) per (feature value, time bucket), the
+same buckets as ``signal_counts``: each of a suspect account's values is counted in the bucket
+of its first sight, also when the account turns suspect later. With ``signal_counts`` it gives
+a value's suspect share over a window (docs/clusters.md)."""
+
 signal_account_features = sa.Table(
     "signal_account_features",
     metadata,
