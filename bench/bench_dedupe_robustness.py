@@ -11,10 +11,12 @@ applies them to index hits.
 
 False matches: every pair of distinct images of ../shared/data/faces (real and fake), counted
 when the rule accepts the pair in either direction (either photo arriving second). The index
-part is exact: every directed pair whose pHash-family distance (any query kind against any
-stored kind) is within the search radius is a candidate and goes through ``accepted``; pairs
-beyond it can never match. The same run reports the rule without verification (the previous
-rule) and the verification's cost. Recall: originals are real photos from every source; each
+part is exact: all images' stored kinds go into an ``InMemoryHashIndex`` (the same multi-index
+search as the database, exact within each query's radius), each image is looked up with its
+``query_hashes`` (plain kinds at the search radius, its crop windows at ``window_radius``), and
+every other image it hits goes through ``accepted``; pairs it does not hit can never match.
+The same run reports the rule without verification (the previous rule) and the verification's
+cost. Recall: originals are real photos from every source; each
 transform of pipeline/dedupe/transforms.py is applied with a seeded generator (crop
 ``--crop-repeats`` times per original). ``--cache`` keeps the hashes of all images between runs
 (recomputed when the file is missing).
@@ -36,21 +38,23 @@ import numpy as np
 from PIL import Image
 
 from pipeline.dedupe.hashes import compute_hashes
-from pipeline.dedupe.index import HashHit
+from pipeline.dedupe.index import HashHit, InMemoryHashIndex
 from pipeline.dedupe.matching import (
     MatchRule,
+    QueryHash,
     StoredPhoto,
     accepted,
+    hits_against,
     indexed_hashes,
-    queries,
+    keypoints_of,
+    query_hashes,
 )
 from pipeline.dedupe.transforms import TRANSFORMS
-from pipeline.dedupe.verify import decode_thumb, features, verify
+from pipeline.dedupe.verify import decode_thumb, features, unpack_keypoints, verify
 from pipeline.settings import Settings
 
 SHARED = Path(os.environ.get("UNMASK_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 FACES = SHARED / "data" / "faces"
-QUERY_SLOTS = 2
 
 
 def load(path: Path) -> Image.Image:
@@ -58,53 +62,31 @@ def load(path: Path) -> Image.Image:
         return im.convert("RGB")
 
 
-def stored_kinds(h: Mapping[str, str]) -> list[tuple[str, int]]:
-    return [(x.kind, x.value) for x in indexed_hashes("p", h) if x.family == "phash"]
-
-
-def query_values(h: Mapping[str, str]) -> list[int]:
-    return queries(h).get("phash", [])
-
-
 def photo(i: int, h: Mapping[str, str]) -> StoredPhoto:
+    """The stored photo as ``find_matches`` reads it (keypoints left out: the verification
+    computes them from the thumbnail, with the same result as unpacking stored ones)."""
     return StoredPhoto(str(i), "account", str(i), None,
                        tuple(h[k] for k in ("pdq", "pdq_mirror") if k in h), h.get("thumb"))
 
 
-def hits_for(q: Mapping[str, str], o: Mapping[str, str], photo_id: str, radius: int
-             ) -> list[HashHit]:
-    """The index hits a query ``q`` gets on stored photo ``o`` at ``radius``."""
-    out = []
-    for n, a in enumerate(query_values(q)):
-        for kind, b in stored_kinds(o):
-            d = (a ^ b).bit_count()
-            if d <= radius:
-                out.append(HashHit(photo_id, kind, d, n))
-    return out
+def lookup(q: Mapping[str, str], rule: MatchRule) -> list[QueryHash]:
+    return query_hashes(q, rule).get("phash", [])
 
 
 def matches(q: Mapping[str, str], o: Mapping[str, str], rule: MatchRule) -> bool:
-    hits = hits_for(q, o, "o", rule.search_radius)
-    return bool(hits) and bool(accepted(hits, rule, q, {"o": photo(0, o)}))
+    """What ``find_matches`` decides for query ``q`` against the one stored photo ``o``."""
+    qs = lookup(q, rule)
+    hits = hits_against(qs, "o", [x for x in indexed_hashes("o", o) if x.family == "phash"])
+    return bool(hits) and bool(accepted(hits, rule, q, {"o": photo(0, o)}, [x.kind for x in qs]))
 
 
-def candidate_pairs(table: list[dict[str, str]], radius: int) -> list[tuple[int, int]]:
-    """Directed (query, stored) pairs of distinct images with a pHash-family hit in ``radius``."""
-    width = max(len(stored_kinds(h)) for h in table)
-    S = np.array([([v for _k, v in stored_kinds(h)] * width)[:width] for h in table],
-                 dtype=np.uint64)
-    Q = np.array([(query_values(h) * QUERY_SLOTS)[:QUERY_SLOTS] for h in table], dtype=np.uint64)
-    n = len(table)
-    out: list[tuple[int, int]] = []
-    step = 200
-    for i in range(0, n, step):
-        s = slice(i, min(n, i + step))
-        d = np.full((s.stop - i, n), 64, dtype=np.uint8)
-        for q in range(QUERY_SLOTS):
-            for k in range(width):
-                d = np.minimum(d, np.bitwise_count(Q[s, q][:, None] ^ S[None, :, k]))
-        a, b = np.nonzero(d <= radius)
-        out.extend((int(x) + i, int(y)) for x, y in zip(a, b, strict=True) if x + i != y)
+def index_hits(index: InMemoryHashIndex, qs: list[QueryHash]) -> list[HashHit]:
+    """Hits of one lookup (each query hash at its own radius) in ``index``."""
+    out: list[HashHit] = []
+    for radius in sorted({q.radius for q in qs}):
+        positions = [n for n, q in enumerate(qs) if q.radius == radius]
+        for h in index.search("phash", [qs[n].value for n in positions], radius):
+            out.append(dataclasses.replace(h, query=positions[h.query]))
     return out
 
 
@@ -131,12 +113,13 @@ def main() -> int:
     parser.add_argument("--candidate-radius", type=int, default=defaults.candidate_radius)
     parser.add_argument("--min-inliers", type=int, default=defaults.min_inliers)
     parser.add_argument("--min-ncc", type=float, default=defaults.min_ncc)
+    parser.add_argument("--window-radius", type=int, default=defaults.window_radius)
     parser.add_argument("--pairs-limit", type=int, default=0, help="images for pairs (0: all)")
     parser.add_argument("--cache", type=Path, default=None, help="hashes of all images (jsonl)")
     args = parser.parse_args()
     rule = MatchRule(args.radius, args.verified_radius, args.pdq_radius, args.candidate_radius,
-                     args.min_inliers, args.min_ncc)
-    hash_only = dataclasses.replace(rule, candidate_radius=-1)
+                     args.min_inliers, args.min_ncc, args.window_radius)
+    hash_only = dataclasses.replace(rule, candidate_radius=-1, window_radius=-1)
 
     started = time.perf_counter()
     load_before = [round(v, 2) for v in os.getloadavg()]
@@ -151,23 +134,34 @@ def main() -> int:
     pairs = n * (n - 1) // 2
 
     t0 = time.perf_counter()
-    candidates = candidate_pairs(table, rule.search_radius)
+    index = InMemoryHashIndex(max(rule.search_radius, rule.window_radius))
+    for j, h in enumerate(table):
+        index.add([x for x in indexed_hashes(str(j), h) if x.family == "phash"])
+    looked_up: list[tuple[int, int, list[HashHit], list[str]]] = []
+    for i, h in enumerate(table):
+        qs = lookup(h, rule)
+        by_photo: dict[str, list[HashHit]] = {}
+        for hit in index_hits(index, qs):
+            by_photo.setdefault(hit.photo_id, []).append(hit)
+        looked_up.extend((i, int(j), hits, [x.kind for x in qs])
+                         for j, hits in by_photo.items() if int(j) != i)
+    del index
+    candidates = [(i, j) for i, j, _h, _k in looked_up]
     scan_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     false_rule: set[tuple[int, int]] = set()
     false_hash: set[tuple[int, int]] = set()
     scores: list[tuple[int, float]] = []
     by_radius: dict[int, set[tuple[int, int]]] = {
-        r: set() for r in range(4, rule.search_radius + 1)}
-    for i, j in candidates:
+        r: set() for r in range(0, rule.search_radius + 1)}
+    for i, j, hits, kinds in looked_up:
         key = (min(i, j), max(i, j))
-        hits = hits_for(table[i], table[j], str(j), rule.search_radius)
         stored = {str(j): photo(j, table[j])}
-        if accepted(hits, hash_only, table[i], stored):
+        if accepted(hits, hash_only, table[i], stored, kinds):
             false_hash.add(key)
             false_rule.add(key)
             continue
-        if accepted(hits, rule, table[i], stored):
+        if accepted(hits, rule, table[i], stored, kinds):
             false_rule.add(key)
             d = min(h.distance for h in hits)
             for r in by_radius:
@@ -175,12 +169,18 @@ def main() -> int:
                     by_radius[r].add(key)
     verify_s = time.perf_counter() - t0
     sample = random.Random(3).sample(candidates, min(300, len(candidates)))
+    packed = {j: keypoints_of(table[j]) for _i, j in sample}
     t0 = time.perf_counter()
-    for i, j in sample:
-        v = verify(features(decode_thumb(table[i]["thumb"])),
-                   features(decode_thumb(table[j]["thumb"])))
+    query_features = [features(decode_thumb(table[i]["thumb"])) for i, _j in sample]
+    features_ms = 1000 * (time.perf_counter() - t0) / max(1, len(sample))
+    t0 = time.perf_counter()
+    for (_i, j), fq in zip(sample, query_features, strict=True):
+        stored_kp = packed[j]
+        assert stored_kp is not None
+        v = verify(fq, unpack_keypoints(stored_kp, decode_thumb(table[j]["thumb"])))
         scores.append((v.inliers, v.ncc))
     one_verify_ms = 1000 * (time.perf_counter() - t0) / max(1, len(sample))
+    per_lookup = np.bincount([i for i, _j in candidates], minlength=n)
 
     real = sorted(p for p in (FACES / "real").iterdir() if p.suffix in (".jpg", ".png"))
     originals = random.Random(4).sample(real, args.originals)
@@ -208,7 +208,11 @@ def main() -> int:
         "candidates_directed": len(candidates),
         "candidate_rate_directed": len(candidates) / (2 * pairs),
         "candidates_per_lookup_at_1e7_photos": len(candidates) / (2 * pairs) * 1e7,
-        "one_verification_ms": round(one_verify_ms, 2),
+        "candidate_photos_per_lookup_p50_p99_max": [
+            float(np.percentile(per_lookup, 50)), float(np.percentile(per_lookup, 99)),
+            int(per_lookup.max())],
+        "one_verification_ms_stored_keypoints": round(one_verify_ms, 2),
+        "query_features_ms": round(features_ms, 2),
         "distinct_candidates_ncc_p99_max": [float(np.percentile(ncc, 99)), float(ncc.max())],
         "recall": recall,
         "hash_all_seconds": round(hashed_s, 1), "candidate_scan_seconds": round(scan_s, 1),

@@ -116,11 +116,18 @@ class DedupeSettings(BaseModel):
     pdq_radius: int = 80
     """Hamming radius (bits of 256) of the PDQ check on candidates between ``radius`` and
     ``verified_radius``; negative turns that clause off."""
-    candidate_radius: int = 6
+    candidate_radius: int = 4
     """Hamming radius (bits) of the pHash family, crop windows included, within which a
     candidate is checked by keypoints and correlation of the thumbnails (docs/dedupe.md);
-    negative turns that clause off. Band probe values per band and query: 23 up to radius 5,
-    254 for 6-8, about 1,800 for 9-11."""
+    negative turns that clause off. Band probe values per band and query: 1 up to radius 2,
+    22-23 for 3-5, 254 for 6-8 (the PostgreSQL lookup's cost grows with them)."""
+    window_radius: int = 2
+    """Hamming radius (bits) at which the query's own crop windows (``phash_q*``) are searched,
+    in the same statement; their hits are checked like ``candidate_radius`` ones; negative
+    turns them off."""
+    max_verifications: int = 8
+    """At most this many candidate photos (per orientation) are checked by keypoints and
+    correlation per lookup, nearest first; the rest are dropped (count)."""
     min_inliers: int = 12
     """Keypoint inliers (count) of the affine fit a verified candidate needs."""
     min_ncc: float = 0.80

@@ -68,10 +68,15 @@ _PG_PREPARE = (
 _PG_EXECUTE = f"EXECUTE {PG_STATEMENT}(%s, %s, %s, %s)"
 
 
-def _band_probes(plan: BandPlan, queries: Sequence[int]) -> list[list[int]]:
-    """Every probe value of every query, per band, deduplicated (one statement for all)."""
+def _band_probes(queries: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Every probe value of every ``(query, radius)``, per band, deduplicated (one statement for
+    all; each query probed at its own radius)."""
     per_band: list[set[int]] = [set() for _ in range(BANDS)]
-    for q in queries:
+    plans: dict[int, BandPlan] = {}
+    for q, radius in queries:
+        plan = plans.get(radius)
+        if plan is None:
+            plan = plans[radius] = plan_for(radius)
         for i, values in enumerate(plan.probes(q)):
             per_band[i].update(values)
     return [sorted(values) for values in per_band]
@@ -108,12 +113,24 @@ def search_in(conn: Connection, radius: int, family: str, queries: Sequence[int]
     """Every stored hash of ``family`` within ``radius`` bits of each query, using ``conn``.
 
     All queries go to the database in one statement; the candidates are verified here by
-    popcount against every query.
+    popcount against every query. ``max_radius`` (the index's radius) is accepted for the
+    ``HashIndex`` callers and changes nothing: probing at ``radius`` is exact.
+    """
+    del max_radius
+    return search_radii(conn, family, [(q, radius) for q in queries])
+
+
+def search_radii(conn: Connection, family: str, queries: Sequence[tuple[int, int]]
+                 ) -> list[HashHit]:
+    """Every stored hash of ``family`` within ``radius`` bits of ``value``, for each
+    ``(value, radius)`` of ``queries`` (hit ``query`` = its position), using ``conn``.
+
+    One statement for all queries, each probed at its own radius (a query at radius <= 2 costs
+    one probe per band, at 3-5 bits 1 + 21 or 22); the rows are checked here by popcount.
     """
     if not queries:
         return []
-    plan = plan_for(radius if max_radius is None else max_radius)
-    rows = _candidates(conn, family, _band_probes(plan, queries))
+    rows = _candidates(conn, family, _band_probes(queries))
     hits = []
     seen: set[tuple[str, str]] = set()
     for photo_id, kind, value in rows:
@@ -121,7 +138,7 @@ def search_in(conn: Connection, radius: int, family: str, queries: Sequence[int]
             continue
         seen.add((photo_id, kind))
         stored = from_signed64(value)
-        for position, q in enumerate(queries):
+        for position, (q, radius) in enumerate(queries):
             d = hamming(q, stored)
             if d <= radius:
                 hits.append(HashHit(photo_id, kind, d, position))

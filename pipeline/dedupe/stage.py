@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from pipeline.dedupe.matching import MatchRule
+from pipeline.dedupe.matching import MatchRule, keypoints_of
 from pipeline.dedupe.store import find_matches, store_account_photo
 from pipeline.metrics import PHOTO_MATCHES
 from pipeline.settings import Settings
@@ -27,7 +27,8 @@ def match_rule(settings: Settings) -> MatchRule:
     d = settings.dedupe
     return MatchRule(radius=d.radius, verified_radius=d.verified_radius, pdq_radius=d.pdq_radius,
                      candidate_radius=d.candidate_radius, min_inliers=d.min_inliers,
-                     min_ncc=d.min_ncc)
+                     min_ncc=d.min_ncc, window_radius=d.window_radius,
+                     max_verifications=d.max_verifications)
 
 
 class DedupeStage:
@@ -50,12 +51,15 @@ class DedupeStage:
             if env.avatar is not None and env.avatar.status == "scored" and env.avatar.hashes
         ]
         new: set[int] = set()
+        keypoints: dict[int, bytes | None] = {}
         with self.engine.begin() as conn:
             for i in todo:
                 env = batch[i]
                 assert env.avatar is not None
+                keypoints[i] = keypoints_of(env.avatar.hashes)
                 if store_account_photo(conn, self.radius, env.event.account_id,
-                                       env.event.event_id, env.avatar.sha256, env.avatar.hashes):
+                                       env.event.event_id, env.avatar.sha256, env.avatar.hashes,
+                                       keypoints[i]):
                     new.add(i)
         out = [dataclasses.replace(env, matches=()) for env in batch]
         with self.engine.connect() as conn:
@@ -63,7 +67,8 @@ class DedupeStage:
                 env = batch[i]
                 assert env.avatar is not None
                 matches = find_matches(conn, self.radius, env.avatar.hashes, env.avatar.sha256,
-                                       exclude_account=env.event.account_id, rule=self.rule)
+                                       exclude_account=env.event.account_id, rule=self.rule,
+                                       keypoints=keypoints[i])
                 for m in matches if i in new else ():
                     PHOTO_MATCHES.labels(source=m.source).inc()
                 out[i] = dataclasses.replace(env, matches=matches)

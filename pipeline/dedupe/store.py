@@ -7,10 +7,11 @@ entry added by a reviewer is matched exactly like one added from the command lin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,15 +21,18 @@ from PIL import Image
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.dedupe.hashes import compute_hashes
+from pipeline.dedupe.index import HashHit
 from pipeline.dedupe.matching import (
     MatchRule,
     StoredPhoto,
+    Verifier,
     accepted,
     best_matches,
     indexed_hashes,
-    queries,
+    keypoints_of,
+    query_hashes,
 )
-from pipeline.dedupe.sql_index import add_in, search_in
+from pipeline.dedupe.sql_index import add_in, search_radii
 from pipeline.store.db import insert_ignore
 from pipeline.store.dedupe_tables import photo_hashes, photos
 from pipeline.types import PhotoMatch
@@ -53,16 +57,20 @@ def account_photo_id(event_id: str) -> str:
 
 
 def store_account_photo(conn: Connection, radius: int, account_id: str, event_id: str,
-                        sha256: str | None, hashes: Mapping[str, str]) -> bool:
+                        sha256: str | None, hashes: Mapping[str, str],
+                        keypoints: bytes | None = None) -> bool:
     """Store an account's avatar and its hashes in the caller's transaction, idempotently.
 
-    Returns False when the photo of ``event_id`` was already stored (nothing is written).
+    ``keypoints`` are the thumbnail's packed keypoints when the caller has them (computed from
+    the ``thumb`` otherwise). Returns False when the photo of ``event_id`` was already stored
+    (nothing is written).
     """
     photo_id = account_photo_id(event_id)
     row = {"photo_id": photo_id, "source": "account", "account_id": account_id,
            "event_id": event_id, "sha256": sha256, "created_at": datetime.now(UTC),
            "pdq": hashes.get("pdq"), "pdq_mirror": hashes.get("pdq_mirror"),
-           "thumb": hashes.get("thumb")}
+           "thumb": hashes.get("thumb"),
+           "keypoints": keypoints if keypoints is not None else keypoints_of(hashes)}
     if insert_ignore(conn, photos, row, ["photo_id"]) == 0:
         return False
     add_in(conn, radius, indexed_hashes(photo_id, hashes))
@@ -71,34 +79,77 @@ def store_account_photo(conn: Connection, radius: int, account_id: str, event_id
 
 def find_matches(conn: Connection, radius: int, hashes: Mapping[str, str],
                  sha256: str | None = None, exclude_account: str | None = None,
-                 rule: MatchRule | None = None) -> tuple[PhotoMatch, ...]:
+                 rule: MatchRule | None = None, keypoints: bytes | None = None,
+                 verifier: Verifier | None = None) -> tuple[PhotoMatch, ...]:
     """Bank entries and other accounts' avatars that are near-duplicates of ``hashes``.
 
     ``rule`` decides what is near (default: pHash within ``radius``, no PDQ clause). An equal
-    ``sha256`` matches exactly (distance 0) whatever the hashes say. Reads only.
+    ``sha256`` matches exactly (distance 0) whatever the hashes say. One index statement per
+    family (the query's plain kinds and its crop windows, each at its radius), one read of the
+    candidate photos, then ``accepted``. ``keypoints``: the query's packed keypoints when known
+    (saves computing them if a candidate needs verification); ``verifier`` lets the caller
+    count verifications. Reads only.
     """
     rule = rule if rule is not None else MatchRule(radius=radius, pdq_radius=-1)
-    hits = []
-    for family, values in queries(hashes).items():
-        hits.extend(search_in(conn, rule.search_radius, family, values))
-    exact: list[str] = []
-    if sha256:
-        exact = list(conn.execute(sa.select(photos.c.photo_id).where(photos.c.sha256 == sha256))
-                     .scalars())
-    ids = {h.photo_id for h in hits} | set(exact)
-    if not ids:
+    hits: list[HashHit] = []
+    kinds: list[str] = []
+    for family, values in query_hashes(hashes, rule).items():
+        found = search_radii(conn, family, [(q.value, q.radius) for q in values])
+        hits.extend(dataclasses.replace(h, query=h.query + len(kinds)) for h in found)
+        kinds.extend(q.kind for q in values)
+    ids = sorted({h.photo_id for h in hits})
+    if not ids and not sha256:
         return ()
-    stored = {
-        r.photo_id: StoredPhoto(r.photo_id, r.source, r.account_id, r.label,
-                                tuple(v for v in (r.pdq, r.pdq_mirror) if v), r.thumb)
-        for r in conn.execute(
-            sa.select(photos.c.photo_id, photos.c.source, photos.c.account_id, photos.c.label,
-                      photos.c.pdq, photos.c.pdq_mirror, photos.c.thumb)
-            .where(photos.c.photo_id.in_(sorted(ids)))
-        )
-    }
-    hits = accepted(hits, rule, hashes, stored)
+    stored, exact = read_photos(conn, ids, sha256)
+    hits = accepted(hits, rule, hashes, stored, kinds, exclude_account, keypoints, verifier)
     return best_matches(hits, exact, stored, exclude_account=exclude_account)
+
+
+_PG_PHOTOS = "unmask_dedupe_photos"
+_PG_PHOTOS_PREPARE = (
+    f"PREPARE {_PG_PHOTOS}(text[], text) AS "
+    "SELECT photo_id, source, account_id, label, pdq, pdq_mirror, thumb, keypoints, "
+    "sha256 IS NOT DISTINCT FROM $2 FROM photos WHERE photo_id = ANY($1) OR sha256 = $2"
+)
+
+
+def read_photos(conn: Connection, ids: Sequence[str], sha256: str | None
+                ) -> tuple[dict[str, StoredPhoto], list[str]]:
+    """The stored photos ``ids`` and every photo whose sha256 equals ``sha256``, in one round
+    trip: ``({photo_id: StoredPhoto}, [ids of the equal-sha256 photos])``.
+
+    On PostgreSQL a server-side prepared statement taking an array (prepared once per session,
+    like the index search); elsewhere the SQLAlchemy statement.
+    """
+    if conn.dialect.name == "postgresql":
+        pooled = conn.connection
+        cursor = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if not pooled.info.get(_PG_PHOTOS):
+                cursor.execute(_PG_PHOTOS_PREPARE)
+                pooled.info[_PG_PHOTOS] = True
+            cursor.execute(f"EXECUTE {_PG_PHOTOS}(%s, %s)", (list(ids), sha256))
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    else:
+        c = photos.c
+        where: sa.ColumnElement[bool] = c.photo_id.in_(list(ids))
+        if sha256:
+            where = sa.or_(where, c.sha256 == sha256)
+        rows = [tuple(r) for r in conn.execute(
+            sa.select(c.photo_id, c.source, c.account_id, c.label, c.pdq, c.pdq_mirror, c.thumb,
+                      c.keypoints, sa.and_(c.sha256.is_not(None), c.sha256 == sha256))
+            .where(where))]
+    stored: dict[str, StoredPhoto] = {}
+    exact: list[str] = []
+    for photo_id, source, account_id, label, pdq, pdq_mirror, thumb, keypoints, same in rows:
+        stored[photo_id] = StoredPhoto(photo_id, source, account_id, label,
+                                       tuple(v for v in (pdq, pdq_mirror) if v), thumb,
+                                       None if keypoints is None else bytes(keypoints))
+        if sha256 and same:
+            exact.append(photo_id)
+    return stored, sorted(exact)
 
 
 def hash_image_bytes(data: bytes, max_pixels: int) -> tuple[str, dict[str, str]]:
@@ -158,6 +209,7 @@ def add_bank_hashes(engine: Engine, radius: int, sha256: str, hashes: Mapping[st
             "origin": origin, "added_by": added_by, "filename": filename, "sha256": sha256,
             "created_at": datetime.now(UTC), "pdq": hashes.get("pdq"),
             "pdq_mirror": hashes.get("pdq_mirror"), "thumb": hashes.get("thumb"),
+            "keypoints": keypoints_of(hashes),
         }
         conn.execute(photos.insert().values(**row))
         added = add_in(conn, radius, indexed_hashes(photo_id, hashes))

@@ -20,6 +20,7 @@ correlation, which compares every pixel of the overlap. Measured in docs/dedupe.
 from __future__ import annotations
 
 import base64
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -47,6 +48,9 @@ NCC_SIDE = 64
 """Side at which the aligned pictures are correlated, pixels."""
 MIN_OVERLAP = 0.5
 """The warped query must cover at least this share of the stored picture."""
+PACK_VERSION = 1
+"""Format version of :func:`pack_keypoints` values."""
+_HEADER = "<BH"
 
 
 @dataclass(frozen=True)
@@ -125,23 +129,66 @@ def features(thumb: np.ndarray, mirror: bool = False) -> Features:
         descriptors = np.zeros((0, 32), np.uint8)
     else:
         points = np.array([k.pt for k in keypoints], np.float32) / np.float32(ORB_SIDE)
+    return Features(points, descriptors, highpass(thumb))
+
+
+def highpass(thumb: np.ndarray) -> np.ndarray:
+    """The correlation image of a decoded thumbnail: NCC_SIDE square, minus its blur."""
     small = cv2.resize(thumb, (NCC_SIDE, NCC_SIDE), interpolation=cv2.INTER_AREA
                        ).astype(np.float32)
-    highpass = small - cv2.GaussianBlur(small, (0, 0), NCC_SIDE / 16)
-    return Features(points, descriptors, highpass)
+    out: np.ndarray = small - cv2.GaussianBlur(small, (0, 0), NCC_SIDE / 16)
+    return out
+
+
+def pack_keypoints(f: Features) -> bytes:
+    """The keypoints and descriptors of ``f`` as bytes (``photos.orb``): a version byte, the
+    count (uint16), the points (float32 pairs) and the descriptors (32 bytes each), little-endian.
+    The correlation image is not kept: :func:`unpack_keypoints` recomputes it from the
+    thumbnail (a fraction of a millisecond; ORB is the costly part)."""
+    n = len(f.descriptors)
+    return (struct.pack(_HEADER, PACK_VERSION, n) + f.points.astype("<f4").tobytes()
+            + np.ascontiguousarray(f.descriptors, dtype=np.uint8).tobytes())
+
+
+def unpack_keypoints(data: bytes, thumb: np.ndarray) -> Features:
+    """The :class:`Features` of a thumbnail from its packed keypoints (:func:`pack_keypoints`)
+    and the decoded thumbnail; raises ValueError when ``data`` is not such a value."""
+    head = struct.calcsize(_HEADER)
+    if len(data) < head:
+        raise ValueError("keypoints value too short")
+    version, n = struct.unpack_from(_HEADER, data)
+    if version != PACK_VERSION or len(data) != head + n * (8 + 32):
+        raise ValueError("not a packed keypoints value")
+    points = np.frombuffer(data, "<f4", 2 * n, head).astype(np.float32).reshape(n, 2)
+    descriptors = np.frombuffer(data, np.uint8, 32 * n, head + 8 * n).reshape(n, 32).copy()
+    return Features(points, descriptors, highpass(thumb))
+
+
+def cross_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours of two sets of 256-bit descriptors by Hamming distance:
+    indexes into ``a``, into ``b`` and the distances (the first of equal neighbours wins, as
+    OpenCV's cross-checked brute-force matcher; about twice as fast here)."""
+    x, y = a.view(np.uint64), b.view(np.uint64)
+    d = np.bitwise_count(x[:, None, 0] ^ y[None, :, 0]).astype(np.uint16)
+    for k in range(1, 4):
+        d += np.bitwise_count(x[:, None, k] ^ y[None, :, k])
+    best_b = d.argmin(axis=1)
+    best_a = d.argmin(axis=0)
+    ia = np.nonzero(best_a[best_b] == np.arange(len(a)))[0]
+    ib = best_b[ia]
+    return ia, ib, d[ia, ib]
 
 
 def verify(query: Features, stored: Features) -> Verification:
     """Align ``query`` onto ``stored`` and measure how well they agree (see module docstring)."""
     if len(query.descriptors) < 8 or len(stored.descriptors) < 8:
         return Verification(0, 0.0)
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-    matches = [m for m in matcher.match(query.descriptors, stored.descriptors)
-               if m.distance <= MAX_DESCRIPTOR_DISTANCE]
-    if len(matches) < 6:
+    ia, ib, dist = cross_matches(query.descriptors, stored.descriptors)
+    close = dist <= MAX_DESCRIPTOR_DISTANCE
+    if int(close.sum()) < 6:
         return Verification(0, 0.0)
-    src = query.points[[m.queryIdx for m in matches]]
-    dst = stored.points[[m.trainIdx for m in matches]]
+    src = query.points[ia[close]]
+    dst = stored.points[ib[close]]
     cv2.setRNGSeed(0)
     fit, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC,
                                      ransacReprojThreshold=RANSAC_THRESHOLD, maxIters=500,

@@ -27,13 +27,16 @@ photos = sa.Table(
     sa.Column("pdq", sa.String(64)),
     sa.Column("pdq_mirror", sa.String(64)),
     sa.Column("thumb", sa.Text),
+    sa.Column("keypoints", sa.LargeBinary),
 )
 """``pdq``/``pdq_mirror``: the photo's 256-bit PDQ hashes (hex), read to verify index candidates
 that are near but not within the plain pHash radius (pipeline/dedupe/matching.py,
 ``MatchRule``); NULL for photos stored before they were kept. ``thumb``: the photo's 128x128
 grayscale JPEG, base64 (about 5 kB; pipeline/dedupe/verify.py), read to verify loose
 candidates by keypoints and correlation; NULL for photos stored before it was kept (they match
-only through the hash clauses)."""
+only through the hash clauses). ``keypoints``: the thumbnail's ORB keypoints and descriptors
+(``verify.pack_keypoints``, about 8 kB), so a verification does not recompute the stored side;
+NULL for photos stored before they were kept (computed from the thumbnail when needed)."""
 
 photo_hashes = sa.Table(
     "photo_hashes",

@@ -17,8 +17,11 @@ from PIL import Image
 from sqlalchemy.engine import Engine
 
 from pipeline.dedupe.hashes import CROP_WINDOWS, compute_hashes
+from pipeline.dedupe.index import IndexedHash
+from pipeline.dedupe.matching import keypoints_of
+from pipeline.dedupe.sql_index import add_in, search_radii
 from pipeline.dedupe.stage import DedupeStage
-from pipeline.dedupe.store import add_bank_photo, list_bank, remove_bank_photo
+from pipeline.dedupe.store import add_bank_photo, list_bank, read_photos, remove_bank_photo
 from pipeline.dedupe.transforms import jpeg_at, mirror, resize_by
 from pipeline.settings import Settings
 from pipeline.store.db import make_engine
@@ -160,10 +163,10 @@ def test_crop_beyond_the_plain_radius_matches_only_with_a_check(engine: Engine) 
     assert stored == (compute_hashes(original)["pdq"], compute_hashes(original)["pdq_mirror"])
     settings = Settings()
     assert (settings.dedupe.radius, settings.dedupe.verified_radius) == (2, 4)
-    pdq_only = Settings(dedupe={"candidate_radius": -1})
+    pdq_only = Settings(dedupe={"candidate_radius": -1, "window_radius": -1})
     out = DedupeStage(engine, pdq_only).process([envelope("k1", "mallory", cropped)])
     assert [(m.entry_id, m.distance) for m in out[0].matches] == [(entry.photo_id, 4)]
-    strict = Settings(dedupe={"pdq_radius": -1, "candidate_radius": -1})
+    strict = Settings(dedupe={"pdq_radius": -1, "candidate_radius": -1, "window_radius": -1})
     again = DedupeStage(engine, strict).process([envelope("k2", "trent", cropped)])
     assert [m.source for m in again[0].matches] == ["account"]
 
@@ -187,6 +190,41 @@ def test_off_centre_crop_is_caught_by_verification_and_distinct_faces_are_not(
     out = stage.process([envelope("c3", "mallory", cropped), envelope("c4", "dave", fake_b)])
     assert [m.entry_id for m in out[0].matches] == ["account:alice"]
     assert out[1].matches == ()
-    hash_only = Settings(dedupe={"candidate_radius": -1})
+    hash_only = Settings(dedupe={"candidate_radius": -1, "window_radius": -1})
     again = DedupeStage(engine, hash_only).process([envelope("c5", "trent", cropped)])
     assert "account:alice" not in [m.entry_id for m in again[0].matches]
+
+
+def test_one_statement_searches_each_query_at_its_radius(engine: Engine) -> None:
+    """``search_radii`` (the stage's index statement): hits up to each query's own radius and
+    none beyond, for a radius-4 and a radius-2 query in one call."""
+    rng = random.Random(11)
+    plain, window = rng.getrandbits(64), rng.getrandbits(64)
+
+    def flipped(value: int, k: int) -> int:
+        for p in rng.sample(range(64), k):
+            value ^= 1 << p
+        return value
+
+    stored = [IndexedHash(f"a{d}", "phash", "phash_win00", flipped(plain, d)) for d in range(7)]
+    stored += [IndexedHash(f"b{d}", "phash", "phash", flipped(window, d)) for d in range(5)]
+    with engine.begin() as conn:
+        assert add_in(conn, 4, stored) == len(stored)
+    with engine.connect() as conn:
+        hits = search_radii(conn, "phash", [(plain, 4), (window, 2)])
+    assert [(h.photo_id, h.query, h.distance) for h in hits] == [
+        *((f"a{d}", 0, d) for d in range(5)), *((f"b{d}", 1, d) for d in range(3))]
+
+
+def test_keypoints_are_stored_and_read_back(engine: Engine) -> None:
+    image = picture(21)
+    hashes = compute_hashes(image)
+    DedupeStage(engine, Settings()).process([envelope("k1", "alice", image)])
+    entry = add_bank_photo(engine, 2, png(picture(22)), "stolen", "reviewer1")
+    with engine.connect() as conn:
+        stored, exact = read_photos(conn, ["event:k1", entry.photo_id], "sha-k1")
+    assert exact == ["event:k1"]
+    assert stored["event:k1"].keypoints == keypoints_of(hashes) is not None
+    bank_keypoints = stored[entry.photo_id].keypoints
+    assert bank_keypoints == keypoints_of(compute_hashes(picture(22)))
+    assert bank_keypoints is not None and len(bank_keypoints) > 1000

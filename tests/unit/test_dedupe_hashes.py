@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.dedupe.bands import hamming, hex_to_int
-from pipeline.dedupe.hashes import CROP_WINDOWS, compute_hashes, trim_border
+from pipeline.dedupe.hashes import CROP_WINDOWS, QUERY_WINDOWS, compute_hashes, trim_border
 from pipeline.dedupe.index import HashHit
 from pipeline.dedupe.matching import (
     MatchRule,
@@ -90,8 +90,9 @@ def test_kinds_face_region_and_determinism() -> None:
     assert set(plain) - {"phash_trim", "phash_trim_mirror"} == {
         "phash", "phash_mirror", "pdq", "pdq_mirror", "phash_crop5", "phash_crop10",
         "phash_crop5_mirror", "phash_crop10_mirror", "thumb", *CROP_WINDOWS,
-        *(f"{k}_mirror" for k in CROP_WINDOWS)}
-    assert len(CROP_WINDOWS) == 14 and all(len(plain[k]) == 16 for k in CROP_WINDOWS)
+        *(f"{k}_mirror" for k in CROP_WINDOWS), *QUERY_WINDOWS}
+    assert len(CROP_WINDOWS) == 24 and all(len(plain[k]) == 16 for k in CROP_WINDOWS)
+    assert len(QUERY_WINDOWS) == 4 and all(len(plain[k]) == 16 for k in QUERY_WINDOWS)
     assert len(plain["phash"]) == 16 and len(plain["pdq"]) == 64
     with_face = compute_hashes(image, face_box=(60, 60, 130, 130), eyes=[(150, 110), (100, 110)])
     assert {"face", "face_mirror"} <= set(with_face) and compute_hashes(image) == plain
