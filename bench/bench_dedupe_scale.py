@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -323,9 +324,22 @@ def postgres(url: str, values: np.ndarray, hashes: list[dict[str, str]], lookups
         return result
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(admin, name)
         admin.dispose()
+
+
+def drop_database(admin: sa.Engine, name: str) -> None:
+    """Drop the benchmark's database, retrying while a server process (autovacuum) holds it;
+    on failure the name is printed to stderr and the result is kept."""
+    for attempt in range(10):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa.exc.DBAPIError as error:
+            last = error
+            time.sleep(1 + attempt)
+    print(f"could not drop database {name}: {last}", file=sys.stderr)
 
 
 def index_search(index: PostgresHashIndex, lookup: Lookup) -> list[HashHit]:
