@@ -151,8 +151,9 @@ class SignalSettings(BaseModel):
     """Evidence added to a pair whose two avatars are both AI-generated or reused photos."""
     bonus_min_suspect_share: float = 0.25
     """The avatar-pair bonus needs a shared value whose holders in the long window are at least
-    this share suspect (AI face or reused photo): campaign outlets run 0.7-0.9, an honest value
-    runs at the detector's false-positive base rate (~0.01-0.02), so two false positives that
+    this share suspect (AI face or reused photo): a campaign outlet's holders are ~0.9 suspect,
+    an honest value's run at the detector's false-positive base rate (~0.01), so two false
+    positives that
     merely share a popular domain get no bonus (docs/clusters.md); 0 gives it to every suspect
     pair, share of holders (0..1)."""
     flag_threshold: float = 0.6
