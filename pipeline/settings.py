@@ -153,9 +153,8 @@ class SignalSettings(BaseModel):
     """The avatar-pair bonus needs a shared value whose holders in the long window are at least
     this share suspect (AI face or reused photo): a campaign outlet's holders are ~0.9 suspect,
     an honest value's run at the detector's false-positive base rate (~0.01), so two false
-    positives that
-    merely share a popular domain get no bonus (docs/clusters.md); 0 gives it to every suspect
-    pair, share of holders (0..1)."""
+    positives that merely share a popular domain get no bonus (docs/clusters.md); 0 gives it to
+    every suspect pair, share of holders (0..1)."""
     flag_threshold: float = 0.6
     """Cluster score (0..1) at or above which a cluster's accounts count as flagged
     (calibrated in docs/clusters.md)."""
