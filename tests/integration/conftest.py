@@ -2,7 +2,8 @@
 
 ``pipeline_env`` gives a fresh migrated database, a full set of uniquely named topics and the
 environment a worker needs; ``worker_factory`` starts ``unmask worker`` processes in it and
-stops (or kills) them at the end of the test.
+stops (or kills) them at the end of the test. ``engine`` runs a test once on a fresh migrated
+PostgreSQL database and once on SQLite (a test module may define its own ``engine``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import Engine
 
+from pipeline.store.db import make_engine
+from pipeline.store.migrate import upgrade
 from pipeline.stream.topics import topic_layout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOPICS = topic_layout()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated engine on a fresh PostgreSQL database, then on a SQLite file."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("fresh_database_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'unmask.db'}"
+    upgrade(url)
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -154,18 +153,6 @@ def _consistent(engine: Engine) -> None:
         verdict = policy.decide({**evidence["signals"], "cluster_score": score,
                                  "cluster_size": size})
         assert (verdict.action, list(verdict.reasons)) == (action, list(reasons)), account
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("fresh_database_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'recluster.db'}"
-    upgrade(url)
-    eng = make_engine(url)
-    yield eng
-    eng.dispose()
 
 
 def test_orders_end_identical_after_reconcile_and_reconcile_is_idempotent(

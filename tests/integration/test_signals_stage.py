@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -44,18 +41,6 @@ def _env(account: str, minutes: float = 0, *, device: str | None = None,
     )
     avatar = AvatarResult(status="scored", score=ai) if ai is not None else None
     return Envelope(event=event, avatar=avatar, matches=())
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("fresh_database_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'signals.db'}"
-    upgrade(url)
-    eng = make_engine(url)
-    yield eng
-    eng.dispose()
 
 
 def _stage(engine: Engine) -> SignalStage:

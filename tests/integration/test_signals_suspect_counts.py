@@ -4,9 +4,7 @@ redelivery, and the avatar-pair bonus that depends on them, in the stage and the
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,8 +15,6 @@ from pipeline.signals import repository as repo
 from pipeline.signals.recluster import reconcile
 from pipeline.signals.stage import POPULATION, SignalStage
 from pipeline.signals.windows import DAY_SECONDS, window_range
-from pipeline.store.db import make_engine
-from pipeline.store.migrate import upgrade
 from pipeline.store.signal_tables import signal_accounts, signal_counts, signal_suspect_counts
 from pipeline.types import AccountEvent, AvatarResult, Envelope
 
@@ -43,18 +39,6 @@ def _env(account: str, minutes: float = 0, *, links: tuple[str, ...] = (),
     )
     avatar = AvatarResult(status="scored", score=ai) if ai is not None else None
     return Envelope(event=event, avatar=avatar, matches=())
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("fresh_database_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'signals.db'}"
-    upgrade(url)
-    eng = make_engine(url)
-    yield eng
-    eng.dispose()
 
 
 def _rows(engine: Engine, table: sa.Table) -> dict[tuple[str, str, int, int], int]:
