@@ -174,10 +174,13 @@ def create_app(
         app.agent(events_topic, name="validate")(validate)
 
     def stage_agent(stage: Stage, source: faust.TopicT, sink: faust.TopicT | None) -> None:
-        batch_size = settings.avatars.batch_size if stage.name == "avatar" else 200
+        batch_size = (
+            settings.avatars.batch_size if stage.name == "avatar" else settings.worker.batch_size
+        )
 
         async def consume_stage(stream: faust.StreamT[Any]) -> None:
             async for events in event_batches(stream, batch_size):
+                metrics.STAGE_BATCH_EVENTS.labels(stage.name).observe(len(events))
                 values = [event.value for event in events]
                 envelopes = []
                 dead: list[dict[str, Any]] = []
