@@ -30,8 +30,8 @@ STAGE_SECONDS = Histogram(
     "unmask_stage_duration_seconds", "Wall time of one stage call on one micro-batch.",
     ["stage"], buckets=LATENCY_BUCKETS,
 )
-STAGE_BATCH_EVENTS = Histogram(
-    "unmask_stage_batch_events", "Events in one micro-batch a stage agent took from its topic.",
+STAGE_BATCH_MESSAGES = Histogram(
+    "unmask_stage_batch_messages", "Records in one micro-batch a stage agent took from its topic.",
     ["stage"], buckets=(1, 10, 50, 100, 200, 500, 1000, 2000, 5000),
 )
 STAGE_RETRIES = Counter(

@@ -186,13 +186,20 @@ class WorkerSettings(BaseModel):
     agents joins the consumer group ``<kafka.consumer_group>.<agent>-<agent>...`` (for example
     ``unmask.avatar``), so pools with different agent sets never share a group; together the
     pools must cover every agent (docs/scaling.md)."""
-    batch_size: int = Field(1000, ge=1)
+    batch_size: int = 1000
     """Most events the dedupe, signals and decide agents take from their topic per micro-batch.
     A batch closes 50 ms after the agent starts waiting even when it holds fewer, so a large
     maximum costs no latency when events trickle in; under a backlog batches fill up, and
     fewer, larger transactions sustain more events/s (docs/benchmarks.md, "Throughput as the
     worker runs the two stages": 1,285 events/s at 200, ~1,900-2,000 at 1,000). The avatar
     agent batches by ``avatars.batch_size``."""
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("worker.batch_size must be at least 1")
+        return value
 
     @field_validator("agents")
     @classmethod

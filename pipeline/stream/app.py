@@ -180,7 +180,7 @@ def create_app(
 
         async def consume_stage(stream: faust.StreamT[Any]) -> None:
             async for events in event_batches(stream, batch_size):
-                metrics.STAGE_BATCH_EVENTS.labels(stage.name).observe(len(events))
+                metrics.STAGE_BATCH_MESSAGES.labels(stage.name).observe(len(events))
                 values = [event.value for event in events]
                 envelopes = []
                 dead: list[dict[str, Any]] = []

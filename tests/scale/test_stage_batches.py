@@ -2,7 +2,7 @@
 
 A first worker (validate, avatar, dedupe) turns a stream into a backlog on the topic that the
 signals agent reads, then stops. A second worker (signals, decide) started on that backlog must
-decide every event once and, as its ``unmask_stage_batch_events`` histogram shows, take batches
+decide every event once and, as its ``unmask_stage_batch_messages`` histogram shows, take batches
 larger than the old fixed 200 and never larger than the configured maximum.
 """
 
@@ -21,7 +21,7 @@ from reliability.conftest import (
 
 N_EVENTS = 1500
 BATCH = 700
-BATCHES = "unmask_stage_batch_events"
+BATCHES = "unmask_stage_batch_messages"
 
 
 def batches(port: int, stage: str, le: str | None = None) -> float:

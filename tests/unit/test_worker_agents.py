@@ -92,3 +92,12 @@ def test_an_app_refuses_an_agent_without_its_stage() -> None:
     with pytest.raises(ValueError, match="dedupe"):
         create_app(Settings(), sa.create_engine("sqlite://"), [NamedStage("avatar")],  # type: ignore[list-item]
                    ("avatar", "dedupe"))
+
+
+def test_stage_batch_size_comes_from_the_environment_and_must_be_positive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().worker.batch_size == 1000
+    monkeypatch.setenv("UNMASK_WORKER__BATCH_SIZE", "250")
+    assert Settings().worker.batch_size == 250
+    with pytest.raises(ValidationError, match="at least 1"):
+        Settings(worker={"batch_size": 0})
