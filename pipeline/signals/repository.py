@@ -107,21 +107,6 @@ def save_results(conn: Connection, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def load_account_features(conn: Connection, account_ids: Iterable[str]) -> dict[str, set[Feature]]:
-    """Stored features of each account."""
-    out: dict[str, set[Feature]] = {}
-    t = signal_account_features
-    for part in _chunks(sorted(set(account_ids))):
-        rows = conn.execute(
-            sa.select(t.c.account_id, t.c.kind, t.c.value, t.c.label).where(
-                t.c.account_id.in_(part)
-            )
-        )
-        for r in rows:
-            out.setdefault(r.account_id, set()).add(Feature(r.kind, r.value, r.label))
-    return out
-
-
 def load_feature_times(
     conn: Connection, account_ids: Iterable[str]
 ) -> dict[str, dict[Feature, int]]:

@@ -556,7 +556,7 @@ class SignalStage:
                 label, n = feature_adds.get(key, (f.label, 0))
                 feature_adds[key] = (label, n + 1)
 
-        partner_features = repo.load_account_features(
+        partner_features = repo.load_feature_times(
             conn, [a for a in attached if a not in accounts]
         )
         for a, placed in final.items():
@@ -569,7 +569,7 @@ class SignalStage:
                 for counter, flag in _FLAG_COUNTERS:
                     cnt[counter] += int(bool(attached[a][flag]))
                 add_features(
-                    cid, accounts[a].features if a in accounts else partner_features.get(a, set())
+                    cid, accounts[a].features if a in accounts else partner_features.get(a, {})
                 )
             elif a in accounts:
                 old = known.get(a)
