@@ -26,7 +26,7 @@ from pipeline.dedupe.index import (
     plan_for,
     sort_hits,
 )
-from pipeline.store.db import insert_ignore
+from pipeline.store.db import insert_ignore, pg_execute_prepared
 from pipeline.store.dedupe_tables import photo_hashes
 
 
@@ -86,26 +86,17 @@ def _candidates(conn: Connection, family: str, probes: list[list[int]]
                 ) -> list[tuple[str, str, int]]:
     """Rows ``(photo_id, kind, signed value)`` sharing a probed band value: one round trip.
 
-    On PostgreSQL the statement is prepared once per session (tracked in the pooled connection's
-    ``info``, which lives as long as the DBAPI connection) and run with array parameters on the
-    caller's DBAPI connection, inside the caller's transaction: no SQL compilation, no planning
-    of a literal list, one round trip. Elsewhere it is the SQLAlchemy statement.
+    On PostgreSQL a server-side prepared statement run with array parameters
+    (``pg_execute_prepared``): no SQL compilation, no planning of a literal list, one round
+    trip. Elsewhere it is the SQLAlchemy statement.
     """
     if conn.dialect.name != "postgresql":
         params: dict[str, Any] = {"family": family}
         for i, values in enumerate(probes):
             params[f"p{i}"] = values
         return [(r[0], r[1], int(r[2])) for r in conn.execute(_SEARCH, params)]
-    pooled = conn.connection
-    cursor = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if not pooled.info.get(PG_STATEMENT):
-            cursor.execute(_PG_PREPARE)
-            pooled.info[PG_STATEMENT] = True
-        cursor.execute(_PG_EXECUTE, (family, *probes))
-        return [(r[0], r[1], int(r[2])) for r in cursor.fetchall()]
-    finally:
-        cursor.close()
+    rows = pg_execute_prepared(conn, PG_STATEMENT, _PG_PREPARE, _PG_EXECUTE, (family, *probes))
+    return [(r[0], r[1], int(r[2])) for r in rows]
 
 
 def search_in(conn: Connection, radius: int, family: str, queries: Sequence[int],

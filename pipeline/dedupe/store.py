@@ -33,7 +33,7 @@ from pipeline.dedupe.matching import (
     query_hashes,
 )
 from pipeline.dedupe.sql_index import add_in, search_radii
-from pipeline.store.db import insert_ignore
+from pipeline.store.db import insert_ignore, pg_execute_prepared
 from pipeline.store.dedupe_tables import photo_hashes, photos
 from pipeline.types import PhotoMatch
 
@@ -122,16 +122,8 @@ def read_photos(conn: Connection, ids: Sequence[str], sha256: str | None
     like the index search); elsewhere the SQLAlchemy statement.
     """
     if conn.dialect.name == "postgresql":
-        pooled = conn.connection
-        cursor = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            if not pooled.info.get(_PG_PHOTOS):
-                cursor.execute(_PG_PHOTOS_PREPARE)
-                pooled.info[_PG_PHOTOS] = True
-            cursor.execute(f"EXECUTE {_PG_PHOTOS}(%s, %s)", (list(ids), sha256))
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
+        rows = pg_execute_prepared(conn, _PG_PHOTOS, _PG_PHOTOS_PREPARE,
+                                   f"EXECUTE {_PG_PHOTOS}(%s, %s)", (list(ids), sha256))
     else:
         c = photos.c
         where: sa.ColumnElement[bool] = c.photo_id.in_(list(ids))

@@ -73,6 +73,26 @@ def upsert(
     conn.execute(stmt.on_conflict_do_update(index_elements=index_elements, set_=update))
 
 
+def pg_execute_prepared(
+    conn: Connection, name: str, prepare: str, execute: str, params: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """Rows of ``execute`` run with ``params`` on the caller's DBAPI connection, inside the
+    caller's transaction, after ``prepare`` (the ``PREPARE name ...`` statement) has run once
+    on that connection: a server-side prepared statement, remembered in the pooled
+    connection's ``info`` under ``name`` (it lives as long as the DBAPI connection). No SQL
+    compilation and no planning per call. PostgreSQL only."""
+    pooled = conn.connection
+    cursor = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if not pooled.info.get(name):
+            cursor.execute(prepare)
+            pooled.info[name] = True
+        cursor.execute(execute, tuple(params))
+        return [tuple(r) for r in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
 def claim_once(conn: Connection, event_id: str, stage: str) -> bool:
     """Mark (event_id, stage) as processed inside the caller's transaction.
 
