@@ -10,23 +10,30 @@ import sqlalchemy as sa
 
 from pipeline.store.tables import JSONType, metadata
 
+
+def _key(length: int) -> sa.types.TypeEngine[str]:
+    """A key column compared byte by byte: collation "C" on PostgreSQL (migration 0015), where
+    the database default (``C.UTF-8``) would make every index comparison a ``strcoll``; SQLite
+    compares bytes already."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
 signal_counts = sa.Table(
     "signal_counts",
     metadata,
-    sa.Column("kind", sa.String(24), primary_key=True),
-    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("kind", _key(24), primary_key=True),
+    sa.Column("value", _key(200), primary_key=True),
     sa.Column("width_s", sa.Integer, primary_key=True),
     sa.Column("bucket_s", sa.BigInteger, primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
-    sa.Index("ix_signal_counts_bucket", "width_s", "bucket_s"),
 )
-"""Accounts per (feature value, time bucket), at the fine and the one-day widths."""
+"""Accounts per (feature value, time bucket), at the fine and the one-day widths. Only the
+primary key is indexed: reads are by value, and the retention delete (by bucket) scans."""
 
 signal_suspect_counts = sa.Table(
     "signal_suspect_counts",
     metadata,
-    sa.Column("kind", sa.String(24), primary_key=True),
-    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("kind", _key(24), primary_key=True),
+    sa.Column("value", _key(200), primary_key=True),
     sa.Column("width_s", sa.Integer, primary_key=True),
     sa.Column("bucket_s", sa.BigInteger, primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
@@ -39,9 +46,9 @@ a value's suspect share over a window (docs/clusters.md)."""
 signal_account_features = sa.Table(
     "signal_account_features",
     metadata,
-    sa.Column("account_id", sa.String(128), primary_key=True),
-    sa.Column("kind", sa.String(24), primary_key=True),
-    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("account_id", _key(128), primary_key=True),
+    sa.Column("kind", _key(24), primary_key=True),
+    sa.Column("value", _key(200), primary_key=True),
     sa.Column("label", sa.String(200), nullable=False),
     sa.Column("seen_s", sa.BigInteger, nullable=False),
     sa.Index("ix_signal_account_features_value", "kind", "value", "seen_s"),
