@@ -63,11 +63,16 @@ def fresh_db(kind: str) -> tuple[str, Any]:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
 
     def drop() -> None:
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        except sa.exc.DBAPIError as exc:
-            print(f"could not drop {name}: {exc.orig}", file=sys.stderr)
+        for attempt in range(10):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return
+            except sa.exc.DBAPIError as exc:
+                if getattr(exc.orig, "pgcode", None) not in {"42501", "55006"} or attempt == 9:
+                    print(f"could not drop {name}: {exc.orig}", file=sys.stderr)
+                    return
+                time.sleep(0.2 * (attempt + 1))
 
     return server.set(database=name).render_as_string(hide_password=False), drop
 

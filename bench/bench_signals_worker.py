@@ -16,9 +16,13 @@ PostgreSQL database (``UNMASK_TEST_DATABASE_URL``), alternating ``--rounds`` tim
 
 Events are parsed and their avatar/dedupe stand-ins (bench_signals.AvatarStandIn) built before
 the clock starts; the rate is events over wall time from the first batch to the last decision.
-Besides events/s and the worker/serial ratio it reports CPU seconds per stage (client thread
-CPU and the PostgreSQL backends') and checks that both arrangements make the same decision
-(action and reasons) for every event.
+Besides events/s and the worker/serial ratio it reports CPU seconds per stage: the stage
+thread's own and its PostgreSQL backends' (each stage has its own engine, and its backends are
+known by pid from the pool's connect events), as CPU-microseconds per event, and the whole
+machine's busy CPU (``/proc/stat``, which also catches parallel query workers, short-lived
+processes no per-pid reading sees). It checks that both arrangements make the same decision
+(action and reasons) for every event; ``--dump`` writes each run's decisions and final clusters
+(one JSON line per account) for a diff against another tree's.
 
     .venv/bin/python bench/bench_signals_worker.py --accounts 20000 --days 10 --seed 7 --rounds 2
 """
@@ -38,7 +42,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_signals import AvatarStandIn, ServerCpu, fresh_db  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from bench.bench_signals import AvatarStandIn, fresh_db  # noqa: E402
 from pipeline.decide.stage import DecideStage  # noqa: E402
 from pipeline.events import parse_event  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -51,6 +57,34 @@ from pipeline.stream.commands import tune_gc  # noqa: E402
 from pipeline.types import Envelope  # noqa: E402
 
 Verdicts = dict[str, tuple[str, tuple[str, ...]]]
+
+
+class BackendCpu:
+    """CPU seconds (``/proc/<pid>/schedstat``) of the PostgreSQL backends an engine's pool has
+    opened, found by pid as each connection is made. Zero for a server on another machine."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.pids: set[int] = set()
+
+        @sa.event.listens_for(engine, "connect")
+        def _record(dbapi_conn: Any, _record: Any) -> None:
+            self.pids.add(int(dbapi_conn.get_backend_pid()))
+
+    def seconds(self) -> float:
+        total = 0
+        for pid in self.pids:
+            try:
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+            except OSError:
+                continue
+        return total / 1e9
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (``/proc/stat``: every field but idle
+    and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def build_batches(accounts: int, days: float, seed: int, size: int) -> list[list[Envelope]]:
@@ -92,20 +126,60 @@ class Timed:
             self.client += time.thread_time() - c0
 
 
-def run(mode: str, batches: list[list[Envelope]], depth: int) -> dict[str, Any]:
+def dump(url: str, got: Verdicts, path: Path) -> None:
+    """Every account's final cluster (id, score, size, binding) and each event's verdict, one
+    sorted JSON line per account."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        clusters = {
+            r.cluster_id: (round(float(r.score), 4), int(r.size), r.binding)
+            for r in conn.execute(
+                sa.text("SELECT cluster_id, score, size, binding FROM signal_clusters")
+            )
+        }
+        accounts = dict(
+            conn.execute(sa.text("SELECT account_id, cluster_id FROM signal_accounts")).all()
+        )
+        by_account: dict[str, list[str]] = {}
+        for event_id, account_id in conn.execute(
+            sa.text("SELECT event_id, account_id FROM signal_results")
+        ):
+            by_account.setdefault(account_id, []).append(event_id)
+    engine.dispose()
+    with open(path, "w", encoding="utf-8") as fh:
+        for account_id in sorted(accounts):
+            cid = accounts[account_id]
+            fh.write(
+                json.dumps(
+                    {
+                        "account_id": account_id,
+                        "cluster": cid,
+                        "cluster_row": clusters.get(cid) if cid else None,
+                        "verdicts": [
+                            [e, *got.get(e, ("?", ()))] for e in sorted(by_account[account_id])
+                        ],
+                    },
+                    sort_keys=True,
+                )
+                + "\n"
+            )
+
+
+def run(
+    mode: str, batches: list[list[Envelope]], depth: int, dump_to: Path | None = None
+) -> dict[str, Any]:
     url, drop = fresh_db("postgres")
     try:
         upgrade(url)
-        engine = make_engine(url)
+        sig_engine, dec_engine = make_engine(url), make_engine(url)
+        sig_cpu, dec_cpu = BackendCpu(sig_engine), BackendCpu(dec_engine)
         settings = Settings()
-        signals, decide = SignalStage(engine, settings), DecideStage(engine, settings)
+        signals, decide = SignalStage(sig_engine, settings), DecideStage(dec_engine, settings)
         tune_gc()
-        server = ServerCpu(engine)
         sig_t, dec_t = Timed(), Timed()
         got: Verdicts = {}
         n = sum(len(b) for b in batches)
-        server.refresh()
-        s0 = server.seconds()
+        s0, d0, m0 = sig_cpu.seconds(), dec_cpu.seconds(), machine_busy_s()
         t0 = time.perf_counter()
         if mode == "serial":
             for b in batches:
@@ -141,9 +215,12 @@ def run(mode: str, batches: list[list[Envelope]], depth: int) -> dict[str, Any]:
             if failed:
                 raise failed[0]
         wall = time.perf_counter() - t0
-        server.refresh()
-        backend = server.seconds() - s0
-        engine.dispose()
+        machine = machine_busy_s() - m0
+        sig_backend, dec_backend = sig_cpu.seconds() - s0, dec_cpu.seconds() - d0
+        sig_engine.dispose()
+        dec_engine.dispose()
+        if dump_to is not None:
+            dump(url, got, dump_to)
         return {
             "mode": mode,
             "events": n,
@@ -151,8 +228,15 @@ def run(mode: str, batches: list[list[Envelope]], depth: int) -> dict[str, Any]:
             "events_per_s": round(n / wall, 1),
             "cpu_s": {
                 "signals_client": round(sig_t.client, 2),
+                "signals_backends": round(sig_backend, 2),
                 "decide_client": round(dec_t.client, 2),
-                "postgres_backends": round(backend, 2),
+                "decide_backends": round(dec_backend, 2),
+                "machine": round(machine, 2),
+            },
+            "cpu_us_per_event": {
+                "signals": round(1e6 * (sig_t.client + sig_backend) / n),
+                "decide": round(1e6 * (dec_t.client + dec_backend) / n),
+                "machine": round(1e6 * machine / n),
             },
             "verdicts": got,
         }
@@ -168,14 +252,26 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--queue", type=int, default=2, help="batches between the two agents")
     ap.add_argument("--rounds", type=int, default=2, help="serial/worker pairs, alternated")
+    ap.add_argument(
+        "--modes",
+        default="serial,worker",
+        help="arrangements to run each round, in order (comma list of serial, worker)",
+    )
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="write the first run's per-account clusters and verdicts here (JSON lines)",
+    )
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
     batches = build_batches(args.accounts, args.days, args.seed, args.batch)
     load = [os.getloadavg()[0]]
     runs = []
     for _ in range(args.rounds):
-        for mode in ("serial", "worker"):
-            r = run(mode, batches, args.queue)
+        for mode in modes:
+            r = run(mode, batches, args.queue, args.dump if not runs else None)
             load.append(os.getloadavg()[0])
             print(json.dumps({k: v for k, v in r.items() if k != "verdicts"}), flush=True)
             runs.append(r)
@@ -187,6 +283,10 @@ def main() -> int:
         if r["verdicts"].get(eid) != reference.get(eid)
     )
     rate = {m: [r["events_per_s"] for r in runs if r["mode"] == m] for m in ("serial", "worker")}
+    per_event = {
+        m: [r["cpu_us_per_event"]["signals"] for r in runs if r["mode"] == m]
+        for m in ("serial", "worker")
+    }
     result = {
         "accounts": args.accounts,
         "days": args.days,
@@ -198,8 +298,9 @@ def main() -> int:
         "serial_events_per_s": rate["serial"],
         "worker_events_per_s": rate["worker"],
         "worker_to_serial": [
-            round(w / s, 3) for s, w in zip(rate["serial"], rate["worker"], strict=True)
+            round(w / s, 3) for s, w in zip(rate["serial"], rate["worker"], strict=False)
         ],
+        "signals_cpu_us_per_event": per_event,
         "decisions_differing_from_first_run": differ,
         "load_average_1m": load,
         "cores": os.cpu_count(),
