@@ -12,7 +12,19 @@ PostgreSQL database (``UNMASK_TEST_DATABASE_URL``), alternating ``--rounds`` tim
 
 * ``serial``: for each batch, signals then decide, one thread (bench_signals' way);
 * ``worker``: a signals thread and a decide thread joined by a queue of at most
-  ``--queue`` batches (the topic between the agents), as in the worker.
+  ``--queue`` batches (the topic between the agents), as in the worker;
+* ``kafka``: the real thing. The envelopes (with their avatar/dedupe stand-ins) are put on the
+  signals agent's input topic (``avatars.matched.v1``, keyed by account, as the dedupe agent
+  sends them) of the real broker as a backlog, then ``unmask worker`` is started with the
+  signals and decide agents only (``UNMASK_WORKER__AGENTS=signals,decide``, default batch size)
+  and the rate is decisions over the broker time from the first decision to the last on the
+  decisions topic. Completion is watched by counting the ``decisions`` rows twice a second (no
+  consumer competes with the worker for the cores); the worker process's CPU and its backends'
+  are sampled at the first and the last poll. Batches follow the partitions and the 50 ms
+  batch window here, so a few decisions may differ from the in-process runs' (reported, not
+  failed on); every event must be decided once;
+* ``kafka-split``: the same with the two agents in two worker processes
+  (``UNMASK_WORKER__AGENTS=signals`` and ``=decide``), each with its own interpreter lock.
 
 Events are parsed and their avatar/dedupe stand-ins (bench_signals.AvatarStandIn) built before
 the clock starts; the rate is events over wall time from the first batch to the last decision.
@@ -34,6 +46,7 @@ import json
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -244,6 +257,117 @@ def run(
         drop()
 
 
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_kafka(batches: list[list[Envelope]], timeout_s: float, split: bool) -> dict[str, Any]:
+    """The ``kafka`` arrangement (module docstring): a backlog on the signals agent's input
+    topic, then a signals+decide worker process (``split``: a signals worker and a decide
+    worker, two processes); rate from the first to the last decision."""
+    from kafka import KafkaProducer
+
+    from bench.harness import (
+        WorkerProcess,
+        bootstrap,
+        create_topics,
+        delete_topics,
+        read_topic,
+        worker_env,
+    )
+
+    url, drop = fresh_db("postgres")
+    topics = create_topics()
+    workers: list[WorkerProcess] = []
+    try:
+        upgrade(url)
+        producer = KafkaProducer(bootstrap_servers=bootstrap().split(","), acks="all", linger_ms=20)
+        n = 0
+        for batch in batches:
+            for env in batch:
+                producer.send(
+                    topics["topic_matched"],
+                    key=env.event.account_id.encode(),
+                    value=json.dumps(env.to_dict()).encode(),
+                )
+                n += 1
+        producer.flush(timeout=120)
+        producer.close()
+        workdir = Path(tempfile.mkdtemp(prefix="bench-signals-kafka-"))
+        engine = make_engine(url)
+        backends = BackendCpu(engine)
+        started = time.time()
+        for agents in ("signals", "decide") if split else ("signals,decide",):
+            env_vars = worker_env(url, topics, {"UNMASK_WORKER__AGENTS": agents})
+            log = workdir / f"worker-{agents.replace(',', '-')}.log"
+            workers.append(WorkerProcess.start(env_vars, log))
+        first: tuple[float, float, float, float] | None = None
+        last: tuple[float, float, float, float] | None = None
+        decided = 0
+        count = sa.text("SELECT count(*) FROM decisions")
+        pids = sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        while decided < n and time.time() - started < timeout_s:
+            if any(w.proc.poll() is not None for w in workers):
+                raise RuntimeError(f"a worker exited, see the logs in {workdir}")
+            time.sleep(0.5)
+            with engine.connect() as conn:
+                decided = int(conn.execute(count).scalar_one())
+                server = {int(r[0]) for r in conn.execute(pids)}
+            backends.pids |= server
+            sample = (
+                time.time(),
+                sum(_proc_cpu_s(w.proc.pid) for w in workers),
+                backends.seconds(),
+                machine_busy_s(),
+            )
+            if decided and first is None:
+                first = sample
+            last = sample
+        records = read_topic(topics["topic_decisions"], n, timeout=120)
+        while workers:
+            workers.pop().stop()
+        engine.dispose()
+    finally:
+        for w in workers:
+            w.kill()
+        delete_topics(topics)
+        drop()
+    got: Verdicts = {}
+    per_event: dict[str, int] = {}
+    for r in records:
+        d = json.loads(r.value)
+        got[d["event_id"]] = (d["action"], tuple(d["reasons"]))
+        per_event[d["event_id"]] = per_event.get(d["event_id"], 0) + 1
+    stamps = [r.timestamp / 1000 for r in records]
+    span = max(stamps) - min(stamps) if stamps else float("nan")
+    assert first is not None and last is not None
+    polled = last[0] - first[0]
+    return {
+        "mode": "kafka-split" if split else "kafka",
+        "events": n,
+        "decided": len(got),
+        "decided_more_than_once": sum(1 for c in per_event.values() if c > 1),
+        "start_to_first_decision_s": round(min(stamps) - started, 2) if stamps else None,
+        "wall_s": round(span, 2),
+        "events_per_s": round(len(got) / span, 1),
+        "cpu_s": {
+            "worker_processes": round(last[1] - first[1], 2),
+            "postgres_backends": round(last[2] - first[2], 2),
+            "machine": round(last[3] - first[3], 2),
+            "polled_s": round(polled, 2),
+        },
+        "cpu_us_per_event": {
+            "worker_and_backends": round(1e6 * (last[1] - first[1] + last[2] - first[2]) / n),
+            "machine": round(1e6 * (last[3] - first[3]) / n),
+        },
+        "verdicts": got,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=20_000)
@@ -255,7 +379,11 @@ def main() -> int:
     ap.add_argument(
         "--modes",
         default="serial,worker",
-        help="arrangements to run each round, in order (comma list of serial, worker)",
+        help="arrangements to run each round, in order (comma list of serial, worker, kafka, "
+        "kafka-split)",
+    )
+    ap.add_argument(
+        "--kafka-timeout", type=float, default=300, help="seconds to wait for the kafka run"
     )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
@@ -271,18 +399,26 @@ def main() -> int:
     runs = []
     for _ in range(args.rounds):
         for mode in modes:
-            r = run(mode, batches, args.queue, args.dump if not runs else None)
+            if mode.startswith("kafka"):
+                r = run_kafka(batches, args.kafka_timeout, split=mode == "kafka-split")
+            else:
+                r = run(mode, batches, args.queue, args.dump if not runs else None)
             load.append(os.getloadavg()[0])
             print(json.dumps({k: v for k, v in r.items() if k != "verdicts"}), flush=True)
             runs.append(r)
-    reference = runs[0]["verdicts"]
-    differ = sum(
-        1
-        for r in runs[1:]
-        for eid in reference.keys() | r["verdicts"].keys()
-        if r["verdicts"].get(eid) != reference.get(eid)
-    )
-    rate = {m: [r["events_per_s"] for r in runs if r["mode"] == m] for m in ("serial", "worker")}
+    in_process = [r for r in runs if not r["mode"].startswith("kafka")]
+    reference = (in_process or runs)[0]["verdicts"]
+
+    def differing(r: dict[str, Any]) -> int:
+        ids = reference.keys() | r["verdicts"].keys()
+        return sum(1 for eid in ids if r["verdicts"].get(eid) != reference.get(eid))
+
+    differ = sum(differing(r) for r in in_process[1:])
+    kafka_differ = [differing(r) for r in runs if r["mode"].startswith("kafka")]
+    rate = {
+        m: [r["events_per_s"] for r in runs if r["mode"] == m]
+        for m in ("serial", "worker", "kafka", "kafka-split")
+    }
     per_event = {
         m: [r["cpu_us_per_event"]["signals"] for r in runs if r["mode"] == m]
         for m in ("serial", "worker")
@@ -297,18 +433,27 @@ def main() -> int:
         "runs": [{k: v for k, v in r.items() if k != "verdicts"} for r in runs],
         "serial_events_per_s": rate["serial"],
         "worker_events_per_s": rate["worker"],
+        "kafka_events_per_s": rate["kafka"],
+        "kafka_split_events_per_s": rate["kafka-split"],
         "worker_to_serial": [
             round(w / s, 3) for s, w in zip(rate["serial"], rate["worker"], strict=False)
         ],
         "signals_cpu_us_per_event": per_event,
         "decisions_differing_from_first_run": differ,
+        "kafka_decisions_differing_from_first_in_process_run": kafka_differ,
         "load_average_1m": load,
         "cores": os.cpu_count(),
     }
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 1 if differ else 0
+    incomplete = [
+        r
+        for r in runs
+        if r["mode"].startswith("kafka")
+        and (r["decided"] != r["events"] or r["decided_more_than_once"])
+    ]
+    return 1 if differ or incomplete else 0
 
 
 if __name__ == "__main__":

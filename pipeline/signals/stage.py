@@ -113,6 +113,9 @@ def _pair_evidence(
     only add to accounts already met, by a set intersection instead of a loop over their
     holders. The evidence of the accounts kept is then summed again in ``held``'s order, so
     each is the same float as a plain sum over every holder in that order."""
+    me = acc.account_id
+    if not acc.photo_partners and all(len(o) == 1 and me in o for _f, o, _w in held):
+        return {}
     margin = threshold - bonus - 1e-6
     approx = dict.fromkeys(acc.photo_partners, PHOTO_MATCH_WEIGHT)
     rest = sum(w for _f, _others, w in held) + (PHOTO_MATCH_WEIGHT if acc.photo_partners else 0.0)
@@ -137,6 +140,22 @@ def _pair_evidence(
             x += PHOTO_MATCH_WEIGHT
         if x + bonus >= threshold:
             out[b] = x
+    return out
+
+
+def _weights(
+    keys: Iterable[tuple[str, str]], counts: dict[tuple[str, str], int], population: int
+) -> dict[tuple[str, str], float]:
+    """:func:`rarity_weight` of every value (count 1 when it has none), computed once per
+    (kind, count): most of a batch's values share a kind and a small count."""
+    by_count: dict[tuple[str, int], float] = {}
+    out: dict[tuple[str, str], float] = {}
+    for key in keys:
+        memo = (key[0], counts.get(key, 1))
+        weight = by_count.get(memo)
+        if weight is None:
+            weight = by_count[memo] = rarity_weight(memo[0], memo[1], population)
+        out[key] = weight
     return out
 
 
@@ -292,7 +311,7 @@ class SignalStage:
         all_keys = {(f.kind, f.value) for a in accounts.values() for f in a.features}
         counts = repo.read_counts(conn, all_keys | {POPULATION}, long_w, first, OPEN_END)
         population = counts.get(POPULATION, 1)
-        weights = {k: rarity_weight(k[0], counts.get(k, 1), population) for k in all_keys}
+        weights = _weights(all_keys, counts, population)
         heavy = [
             k
             for k, w in weights.items()
@@ -328,9 +347,7 @@ class SignalStage:
             both = {b for b in ev if b in known or b in accounts} if bonus else set()
             pairs[a] = {b for b in both if suspect(b)} if both and suspect(a) else set()
         if self._min_share > 0:
-            pairs = self._concentrated_pairs(
-                conn, pairs, mine, counts, width=long_w, first=first
-            )
+            pairs = self._concentrated_pairs(conn, pairs, mine, counts, width=long_w, first=first)
 
         links: dict[str, dict[str, float]] = {}
         shared: dict[str, dict[str, list[str]]] = {}
@@ -381,15 +398,20 @@ class SignalStage:
         for env in fresh:
             event = env.event
             cid = final.get(event.account_id)
-            evid = tuple(
-                {
-                    "account_id": b,
-                    "evidence": x,
-                    "shared": sorted(set(shared[event.account_id].get(b, ()))),
-                }
-                for b, x in sorted(links[event.account_id].items(), key=lambda kv: (-kv[1], kv[0]))[
-                    :MAX_EVIDENCE
-                ]
+            linked = links[event.account_id]
+            evid = (
+                tuple(
+                    {
+                        "account_id": b,
+                        "evidence": x,
+                        "shared": sorted(set(shared[event.account_id].get(b, ()))),
+                    }
+                    for b, x in sorted(linked.items(), key=lambda kv: (-kv[1], kv[0]))[
+                        :MAX_EVIDENCE
+                    ]
+                )
+                if linked
+                else ()
             )
             if cid and cid in clusters:
                 row = clusters[cid]
@@ -433,9 +455,7 @@ class SignalStage:
             return pairs
         suspects = repo.read_counts(conn, keys, width, first, OPEN_END, signal_suspect_counts)
         hot = {
-            k
-            for k in keys
-            if concentrated(suspects.get(k, 0), counts.get(k, 1), self._min_share)
+            k for k in keys if concentrated(suspects.get(k, 0), counts.get(k, 1), self._min_share)
         }
         out: dict[str, set[str]] = {}
         for a, partners in pairs.items():
@@ -556,9 +576,7 @@ class SignalStage:
                 label, n = feature_adds.get(key, (f.label, 0))
                 feature_adds[key] = (label, n + 1)
 
-        partner_features = repo.load_feature_times(
-            conn, [a for a in attached if a not in accounts]
-        )
+        partner_features = repo.load_feature_times(conn, [a for a in attached if a not in accounts])
         for a, placed in final.items():
             if not placed:
                 continue
