@@ -1,10 +1,11 @@
 """SQL of the signals stage: one function per round trip, each taking the caller's connection.
 
-No logic beyond shaping rows; the stage decides what to write. Writes of many rows are one
-``executemany`` (SQLAlchemy sends them to PostgreSQL as multi-row ``VALUES`` pages of one cached
-statement); reads by many (kind, value) keys join ``unnest`` arrays on PostgreSQL (one statement,
-two array parameters) and fall back to chunked ``(kind, value) IN`` lists on SQLite. Every
-function works on both (``FOR UPDATE`` is dropped on SQLite, which has one writer anyway).
+No logic beyond shaping rows; the stage decides what to write. On PostgreSQL writes of many rows
+are one ``INSERT ... SELECT * FROM unnest(<one array per column>)``, reads by many (kind, value)
+keys are ``unnest`` of two arrays with a ``LATERAL`` index lookup per key (a plan the statistics
+cannot turn into a scan), and reads by many ids are one ``= ANY(<array>)``; SQLite gets
+``executemany`` and chunked ``IN`` lists. Every function works on both (``FOR UPDATE`` is
+dropped on SQLite, which has one writer anyway).
 """
 
 from __future__ import annotations
