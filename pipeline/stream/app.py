@@ -7,7 +7,10 @@ accounts.events -> [validate] -> accounts.validated.v1 -> [avatar] -> avatars.sc
 A worker may run only some of the agents (``settings.worker.agents``, e.g. an avatar-only pool
 for the CPU-bound avatar stage); it then joins its own consumer group
 (:func:`pipeline.settings.worker_group`), since Faust's assignor expects every member of a group
-to run the same agents.
+to run the same agents. A worker that runs both signals and decide runs them in one agent on
+``avatars.matched.v1`` (decide on each micro-batch right after signals, overlapped with the next
+batch's signals), so its events skip the ``accounts.signals.v1`` hop; its decide agent still
+drains that topic, which then carries only what signals-only workers (or an older version) sent.
 
 Delivery is at least once: an agent acknowledges a micro-batch's records (which lets their
 offsets be committed) only after the broker acknowledged everything it sent for them, and
@@ -22,7 +25,7 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
     from pipeline.decide.stage import DecideStage
 
 log = logging.getLogger(__name__)
+Fetched = tuple[Sequence[faust.EventT[Any]], list[Envelope], list[dict[str, Any]]]
+"""A micro-batch as consumed, its decoded envelopes, and dead letters for the undecodable."""
 TRANSIENT = (StageUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
@@ -99,6 +104,7 @@ def create_app(
         broker_commit_every=200,
         broker_commit_interval=1.0,
         producer_acks=-1,
+        producer_max_batch_size=512 * 1024,
         stream_wait_empty=False,
         datadir=str(Path(tempfile.gettempdir()) / "unmask-faust-{conf.id}-data"),
     )
@@ -130,15 +136,25 @@ def create_app(
         for event in events:
             await stream.ack(event)
 
-    async def send_all(sends: list[Awaitable[Any]]) -> None:
-        futures = [await s for s in sends]
+    async def send_all(topic: faust.TopicT, records: Iterable[tuple[bytes, Any]]) -> None:
+        """Send JSON records (key, value) to ``topic`` and wait until the broker has them all.
+
+        Straight to the producer with the value already encoded: Faust's ``Topic.send`` adds a
+        channel, a future message and a codec lookup per record, a third of the worker's
+        event-loop time at thousands of records a second."""
+        producer = await app.maybe_start_producer()
+        name = topic.get_topic_name()
+        futures = [
+            await producer.send(name, key, json.dumps(value).encode(), None, None, None)
+            for key, value in records
+        ]
         await asyncio.gather(*futures)
 
     async def dead_letter_all(records: list[dict[str, Any]]) -> None:
         if not records:
             return
         await retry_transient("dlq", lambda: record_dead_letters(engine, records), max_backoff)
-        await send_all([dlq_topic.send(key=(r["key"] or "").encode(), value=r) for r in records])
+        await send_all(dlq_topic, (((r["key"] or "").encode(), r) for r in records))
         metrics.EVENTS_PRODUCED.labels(k.topic_dlq).inc(len(records))
 
     async def validate(stream: faust.StreamT[bytes]) -> None:
@@ -164,55 +180,109 @@ def create_app(
                         )
                     )
             await dead_letter_all(dead)
-            await send_all(
-                [topics[0].send(key=e.event.account_id.encode(), value=e.to_dict()) for e in good]
-            )
+            await send_all(topics[0], ((e.event.account_id.encode(), e.to_dict()) for e in good))
             metrics.EVENTS_PRODUCED.labels(chain[0]).inc(len(good))
             await ack_all(stream, events)
 
     if "validate" in agents:
         app.agent(events_topic, name="validate")(validate)
 
-    def stage_agent(stage: Stage, source: faust.TopicT, sink: faust.TopicT | None) -> None:
+    def stage_agent(
+        stage: Stage,
+        source: faust.TopicT,
+        sink: faust.TopicT | None,
+        then: Stage | None = None,
+    ) -> None:
+        """One agent running ``stage`` on micro-batches of ``source``, its outputs to ``sink``
+        (``None``: the decide stage, whose decisions go to the decisions topic).
+
+        With ``then`` (the decide stage, when this worker also runs it) the agent runs both
+        stages on each micro-batch, with no topic between them: the next batch's ``stage``
+        overlaps this batch's ``then`` (each in its own thread), as two agents joined by a topic
+        would, without a second produced and consumed message and envelope encoding per event.
+        A batch is acknowledged only after its decisions are, and batches in order.
+        """
         batch_size = (
             settings.avatars.batch_size if stage.name == "avatar" else settings.worker.batch_size
         )
+        topic_name = source.get_topic_name()
+
+        async def finish_then(
+            stream: faust.StreamT[Any],
+            events: Sequence[faust.EventT[Any]],
+            batch: list[Envelope],
+        ) -> None:
+            assert then is not None
+            metrics.STAGE_BATCH_MESSAGES.labels(then.name).observe(len(batch))
+            decided, failed = await run_guarded(then, batch, topic_name)
+            await dead_letter_all(failed)
+            await publish_decisions(decided)
+            await ack_all(stream, events)
+
+        def decode(events: Sequence[faust.EventT[Any]]) -> Fetched:
+            metrics.STAGE_BATCH_MESSAGES.labels(stage.name).observe(len(events))
+            envelopes = []
+            dead: list[dict[str, Any]] = []
+            for event in events:
+                value = event.value
+                try:
+                    envelopes.append(Envelope.from_dict(json.loads(value)))
+                except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+                    raw_value = value if isinstance(value, bytes) else str(value).encode()
+                    dead.append(
+                        dead_letter(
+                            raw_value,
+                            InvalidEvent("processing_failed", f"bad envelope: {exc}"),
+                            topic_name,
+                            None,
+                            None,
+                            None,
+                        )
+                    )
+            metrics.EVENTS_CONSUMED.labels(topic_name).inc(len(events))
+            return events, envelopes, dead
+
+        async def fetch(stream: faust.StreamT[Any], ready: asyncio.Queue[Fetched]) -> None:
+            async for events in event_batches(stream, batch_size):
+                await ready.put(decode(events))
 
         async def consume_stage(stream: faust.StreamT[Any]) -> None:
-            async for events in event_batches(stream, batch_size):
-                metrics.STAGE_BATCH_MESSAGES.labels(stage.name).observe(len(events))
-                values = [event.value for event in events]
-                envelopes = []
-                dead: list[dict[str, Any]] = []
-                for value in values:
-                    try:
-                        envelopes.append(Envelope.from_dict(json.loads(value)))
-                    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-                        raw_value = value if isinstance(value, bytes) else str(value).encode()
-                        dead.append(
-                            dead_letter(
-                                raw_value,
-                                InvalidEvent("processing_failed", f"bad envelope: {exc}"),
-                                source.get_topic_name(),
-                                None,
-                                None,
-                                None,
-                            )
+            """Batches are fetched and decoded one ahead (``fetch``), so the next batch's window
+            and decoding overlap this batch's stage call instead of following it."""
+            ready: asyncio.Queue[Fetched] = asyncio.Queue(maxsize=1)
+            fetcher = asyncio.create_task(fetch(stream, ready))
+            tail: asyncio.Task[None] | None = None
+            try:
+                while True:
+                    getter = asyncio.ensure_future(ready.get())
+                    await asyncio.wait((getter, fetcher), return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        fetcher.result()
+                        break
+                    events, envelopes, dead = getter.result()
+                    processed, failed = await run_guarded(stage, envelopes, topic_name)
+                    await dead_letter_all(dead + failed)
+                    if then is not None:
+                        if tail is not None:
+                            await tail
+                        tail = asyncio.create_task(finish_then(stream, events, processed))
+                        continue
+                    if sink is not None:
+                        await send_all(
+                            sink, ((e.event.account_id.encode(), e.to_dict()) for e in processed)
                         )
-                metrics.EVENTS_CONSUMED.labels(source.get_topic_name()).inc(len(values))
-                processed, failed = await run_guarded(stage, envelopes, source.get_topic_name())
-                await dead_letter_all(dead + failed)
-                if sink is not None:
-                    await send_all(
-                        [
-                            sink.send(key=e.event.account_id.encode(), value=e.to_dict())
-                            for e in processed
-                        ]
-                    )
-                    metrics.EVENTS_PRODUCED.labels(sink.get_topic_name()).inc(len(processed))
-                else:
-                    await publish_decisions(processed)
-                await ack_all(stream, events)
+                        metrics.EVENTS_PRODUCED.labels(sink.get_topic_name()).inc(len(processed))
+                    else:
+                        await publish_decisions(processed)
+                    await ack_all(stream, events)
+                if tail is not None:
+                    await tail
+            finally:
+                running = [t for t in (fetcher, tail) if t is not None and not t.done()]
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
 
         app.agent(source, name=stage.name)(consume_stage)
 
@@ -257,16 +327,17 @@ def create_app(
     async def publish_decisions(processed: list[Envelope]) -> None:
         assert decide_stage is not None and decisions_topic is not None
         fresh = [e.decision for e in processed if e.decision is not None and e.decision_is_new]
-        await send_all(
-            [decisions_topic.send(key=d.account_id.encode(), value=d.to_dict()) for d in fresh]
-        )
+        await send_all(decisions_topic, ((d.account_id.encode(), d.to_dict()) for d in fresh))
         metrics.EVENTS_PRODUCED.labels(k.topic_decisions).inc(len(fresh))
         ids = [d.decision_id for d in fresh]
         await retry_transient("publish", lambda: decide_stage.mark_published(ids), max_backoff)
 
     sinks: list[faust.TopicT | None] = [*topics[1:], None]
+    fused = "signals" in agents and "decide" in agents
     for name, source, sink in zip(AGENTS[1:], sources, sinks, strict=True):
-        if name in agents:
+        if fused and name == "signals":
+            stage_agent(by_name[name], source, None, then=by_name["decide"])
+        elif name in agents:
             stage_agent(by_name[name], source, sink)
 
     interval = settings.signals.recluster_interval_s
@@ -288,9 +359,7 @@ def create_app(
             )
 
             try:
-                report = await asyncio.to_thread(
-                    reconcile, engine, settings, policy, True
-                )
+                report = await asyncio.to_thread(reconcile, engine, settings, policy, True)
                 if not report.ran:
                     return
                 log.info("recluster: %s", json.dumps(report.summary()))
@@ -303,8 +372,7 @@ def create_app(
                 return
             if pending:
                 await send_all(
-                    [decisions_topic.send(key=d.account_id.encode(), value=d.to_dict())
-                     for d in pending]
+                    decisions_topic, ((d.account_id.encode(), d.to_dict()) for d in pending)
                 )
                 metrics.EVENTS_PRODUCED.labels(k.topic_decisions).inc(len(pending))
                 ids = [d.decision_id for d in pending]
