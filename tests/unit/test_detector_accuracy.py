@@ -3,8 +3,10 @@
 Runs the shipped model file (``manifest.json: model_file``, the INT8 ``detector-int8.onnx``) on
 CPU over a fixed, hash-picked sample of images from the sources the model never saw in training
 (see ``manifest.json``), read from ``../shared/data/faces``. Floors sit a little below the
-numbers measured at release (docs/model.md), so a broken export, a preprocessing drift or a worse
-retrain fails here.
+numbers measured at release on this sample (``lite0-sg2c-20261130``: CNN AUC 0.962 clean / 0.963
+degraded, fused 0.969 / 0.969, accuracy 0.605 at ``cnn_threshold`` and 0.895 at 0.5; docs/model.md),
+and all are at or above the previous model's floors, so a broken export, a preprocessing drift or
+a worse retrain fails here.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from pipeline.avatars.fusion import FEATURES, Fusion, feature_matrix, geometry
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess, preprocess_batch
 
 PER_CLASS = 100
-AUC_FLOOR_CLEAN = 0.86
-AUC_FLOOR_DEGRADED = 0.86
-ACCURACY_FLOOR = 0.50
-ACCURACY_AT_HALF_FLOOR = 0.78
+AUC_FLOOR_CLEAN = 0.93
+AUC_FLOOR_DEGRADED = 0.93
+ACCURACY_FLOOR = 0.55
+ACCURACY_AT_HALF_FLOOR = 0.85
 REAL_FPR_CEILING = 0.05
-FUSED_AUC_FLOOR_CLEAN = 0.90
-FUSED_AUC_FLOOR_DEGRADED = 0.90
+FUSED_AUC_FLOOR_CLEAN = 0.94
+FUSED_AUC_FLOOR_DEGRADED = 0.94
 
 
 @pytest.fixture(scope="module")
