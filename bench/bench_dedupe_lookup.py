@@ -42,7 +42,7 @@ from pipeline.dedupe.stage import match_rule
 from pipeline.dedupe.store import find_matches, store_account_photo
 from pipeline.dedupe.transforms import crop
 from pipeline.settings import Settings
-from pipeline.store.db import make_engine
+from pipeline.store.db import drop_database, make_engine
 from pipeline.store.migrate import upgrade
 
 SHARED = Path(os.environ.get("UNMASK_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
@@ -65,9 +65,10 @@ def fresh_postgres(url: str) -> tuple[str, Engine]:
 
 def drop_postgres(url: str, name: str) -> None:
     admin = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        drop_database(admin, name)
+    finally:
+        admin.dispose()
 
 
 def run(engine: Engine, radius: int, stored: list[dict[str, str]],

@@ -48,6 +48,7 @@ from pipeline.dedupe.matching import MatchRule, query_hashes
 from pipeline.dedupe.sql_index import PostgresHashIndex, _band_probes, search_radii
 from pipeline.dedupe.store import find_matches
 from pipeline.settings import Settings
+from pipeline.store import db
 from pipeline.store.db import make_engine
 from pipeline.store.migrate import upgrade
 
@@ -329,17 +330,12 @@ def postgres(url: str, values: np.ndarray, hashes: list[dict[str, str]], lookups
 
 
 def drop_database(admin: sa.Engine, name: str) -> None:
-    """Drop the benchmark's database, retrying while a server process (autovacuum) holds it;
-    on failure the name is printed to stderr and the result is kept."""
-    for attempt in range(10):
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            return
-        except sa.exc.DBAPIError as error:
-            last = error
-            time.sleep(1 + attempt)
-    print(f"could not drop database {name}: {last}", file=sys.stderr)
+    """Drop the benchmark's database (pipeline.store.db.drop_database: retried while autovacuum
+    holds it); on failure the name is printed to stderr and the result is kept."""
+    try:
+        db.drop_database(admin, name)
+    except sa.exc.DBAPIError as error:
+        print(f"could not drop database {name}: {error}", file=sys.stderr)
 
 
 def index_search(index: PostgresHashIndex, lookup: Lookup) -> list[HashHit]:

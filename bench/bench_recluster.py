@@ -33,7 +33,7 @@ def main() -> int:
     from pipeline.signals.recluster import reconcile
     from pipeline.signals.stage import SignalStage
     from pipeline.sim.generate import Simulation
-    from pipeline.store.db import make_engine
+    from pipeline.store.db import drop_database, make_engine
     from pipeline.store.migrate import upgrade
     from pipeline.types import AvatarResult, Envelope
 
@@ -83,8 +83,7 @@ def main() -> int:
         }))
     finally:
         if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            drop_database(admin, name)
             admin.dispose()
     return 0
 

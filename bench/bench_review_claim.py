@@ -35,7 +35,7 @@ from pipeline.review import queue as q  # noqa: E402
 from pipeline.review.model import Reviewer  # noqa: E402
 from pipeline.review.service import ReviewService  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.store.db import make_engine  # noqa: E402
+from pipeline.store.db import drop_database, make_engine  # noqa: E402
 from pipeline.store.migrate import upgrade  # noqa: E402
 
 SEED_SQL = """
@@ -154,8 +154,7 @@ def main() -> int:
         db_ms = float(explain[0]["Execution Time"])
         engine.dispose()
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(admin, name)
         admin.dispose()
 
     def row(label: str, v: list[float], wall: float) -> str:

@@ -45,7 +45,7 @@ from pipeline.signals import score as score_module  # noqa: E402
 from pipeline.signals.stage import SignalStage  # noqa: E402
 from pipeline.sim.generate import Simulation, _h  # noqa: E402
 from pipeline.stages import run_stage  # noqa: E402
-from pipeline.store.db import make_engine  # noqa: E402
+from pipeline.store.db import drop_database, make_engine  # noqa: E402
 from pipeline.store.migrate import upgrade  # noqa: E402
 from pipeline.store.signal_tables import signal_accounts  # noqa: E402
 from pipeline.stream.commands import tune_gc  # noqa: E402
@@ -63,16 +63,10 @@ def fresh_db(kind: str) -> tuple[str, Any]:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
 
     def drop() -> None:
-        for attempt in range(10):
-            try:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                return
-            except sa.exc.DBAPIError as exc:
-                if getattr(exc.orig, "pgcode", None) not in {"42501", "55006"} or attempt == 9:
-                    print(f"could not drop {name}: {exc.orig}", file=sys.stderr)
-                    return
-                time.sleep(0.2 * (attempt + 1))
+        try:
+            drop_database(admin, name)
+        except sa.exc.DBAPIError as exc:
+            print(f"could not drop {name}: {exc.orig}", file=sys.stderr)
 
     return server.set(database=name).render_as_string(hide_password=False), drop
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from pipeline.store import db
 from pipeline.stream.topics import topic_layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +55,10 @@ def drop_database(url: str) -> None:
     server = make_url(server_url())
     name = make_url(url).database
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        db.drop_database(admin, str(name))
+    finally:
+        admin.dispose()
 
 
 def create_topics() -> dict[str, str]:

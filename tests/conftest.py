@@ -21,11 +21,9 @@ automatically, so ``-m "not kafka"`` selects around them.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -78,6 +76,8 @@ def fresh_database_url(pg_server_url: str) -> Iterator[str]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
+    from pipeline.store.db import drop_database
+
     server = make_url(pg_server_url)
     name = f"unmask_t_{_unique_suffix()}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
@@ -87,31 +87,9 @@ def fresh_database_url(pg_server_url: str) -> Iterator[str]:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         try:
-            _drop_database(admin, name)
+            drop_database(admin, name)
         finally:
             admin.dispose()
-
-
-def _drop_database(admin: Any, name: str, attempts: int = 10) -> None:
-    """``DROP DATABASE ... WITH (FORCE)``, retried while a server process of another role holds it.
-
-    FORCE terminates the test's own connections, but a non-superuser may not terminate an
-    autovacuum worker that happens to be in the database; the server then refuses the drop
-    with InsufficientPrivilege (42501) or ObjectInUse (55006) until that worker finishes.
-    """
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
-    for attempt in range(attempts):
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            return
-        except DBAPIError as exc:
-            code = getattr(exc.orig, "pgcode", None)
-            if code not in {"42501", "55006"} or attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture(scope="session")

@@ -221,6 +221,22 @@ def fit_fusion(
     return fusion, threshold_at_fpr(fusion.probabilities(x)[y == 0], 0.01)
 
 
+def _stacked(
+    records: Sequence[ds.FaceRecord],
+    feats: dict[str, tuple[np.ndarray, np.ndarray]],
+    min_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The fusion's feature rows of every copy in ``feats`` (clean, degraded) stacked, their
+    labels and sources, and the sources with at least ``min_size`` records."""
+    labels = np.array([r.label for r in records])
+    sources = np.array([r.source for r in records])
+    x = np.vstack([feature_matrix(cnn, geo) for cnn, geo in feats.values()])
+    y = np.concatenate([labels] * len(feats))
+    groups = np.concatenate([sources] * len(feats))
+    names = [g for g in sorted(set(sources)) if (sources == g).sum() >= min_size]
+    return x, y, groups, names
+
+
 def leave_one_source_out(
     records: Sequence[ds.FaceRecord],
     feats: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -232,12 +248,7 @@ def leave_one_source_out(
     evidence for whether fusion generalises across sources. ``cnn_refit_auc`` passes the CNN
     logit alone through the same per-fold refit (same calibration noise as ``fused_auc``);
     ``cnn_auc`` is the raw CNN score, pooled without any fitting."""
-    labels = np.array([r.label for r in records])
-    sources = np.array([r.source for r in records])
-    x = np.vstack([feature_matrix(cnn, geo) for cnn, geo in feats.values()])
-    y = np.concatenate([labels] * len(feats))
-    groups = np.concatenate([sources] * len(feats))
-    names = [g for g in sorted(set(sources)) if (sources == g).sum() >= min_size]
+    x, y, groups, names = _stacked(records, feats, min_size)
     fused = np.zeros(len(y))
     refit = np.zeros(len(y))
     for name in names:
@@ -268,12 +279,7 @@ def per_source_holdout(
     ``mean_real`` / ``mean_fake`` rows average the folds of each class. A real fold asks "does
     the fusion still rank an unseen kind of real photo below the fakes", the question a new
     real source (news photos, selfies) poses. Validation-only evidence."""
-    labels = np.array([r.label for r in records])
-    sources = np.array([r.source for r in records])
-    x = np.vstack([feature_matrix(cnn, geo) for cnn, geo in feats.values()])
-    y = np.concatenate([labels] * len(feats))
-    groups = np.concatenate([sources] * len(feats))
-    names = [g for g in sorted(set(sources)) if (sources == g).sum() >= min_size]
+    x, y, groups, names = _stacked(records, feats, min_size)
     out: dict[str, dict[str, float]] = {}
     for name in names:
         held = groups == name

@@ -7,6 +7,7 @@ same transaction (``claim_once``), so at-least-once delivery never doubles an ef
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -33,6 +34,27 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def drop_database(admin: Engine, name: str, attempts: int = 10) -> None:
+    """``DROP DATABASE IF EXISTS name WITH (FORCE)`` on PostgreSQL through ``admin`` (an
+    AUTOCOMMIT engine on another database of the server), retried while the server refuses.
+
+    FORCE ends the database's client connections, but a role without superuser may not end a
+    server process of another role, such as an autovacuum worker that is in the database at
+    that moment: the server then answers InsufficientPrivilege (42501) or ObjectInUse (55006)
+    until it leaves. Any other error, or the last refusal, is raised.
+    """
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa.exc.DBAPIError as exc:
+            code = getattr(exc.orig, "pgcode", None)
+            if code not in {"42501", "55006"} or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:

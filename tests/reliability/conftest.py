@@ -252,11 +252,11 @@ def _create_database(server_url: str) -> str:
 
 
 def _drop_database(server_url: str, url: str) -> None:
+    from pipeline.store.db import drop_database
+
     admin = sa.create_engine(make_url(server_url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(
-                f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+        drop_database(admin, str(make_url(url).database))
     finally:
         admin.dispose()
 

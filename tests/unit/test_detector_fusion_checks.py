@@ -6,22 +6,11 @@ source is only separable by its eye geometry, which the per-source check must re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from face_records import face_records
 
 from pipeline.avatars import dataset as ds
 from pipeline.avatars.evaluate import per_source_holdout
-
-
-def _records(sizes: dict[str, int]) -> list[ds.FaceRecord]:
-    out: list[ds.FaceRecord] = []
-    for source, n in sizes.items():
-        label = 1 if source.startswith("fake/") else 0
-        for i in range(n):
-            name = f"{source.split('/')[1]}_{i}.jpg"
-            out.append(ds.FaceRecord(Path(name), label, source, source, 64, 64))
-    return out
 
 
 def _features(records: list[ds.FaceRecord], seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -57,7 +46,7 @@ SIZES = {
 
 
 def test_per_source_holdout_shows_geometry_helping_an_unseen_loose_real_source() -> None:
-    records = _records(SIZES)
+    records = face_records(SIZES)
     result = per_source_holdout(records, _features(records, seed=1))
     assert set(result) == {
         "fake/a",
@@ -78,7 +67,7 @@ def test_per_source_holdout_shows_geometry_helping_an_unseen_loose_real_source()
 
 
 def test_per_source_holdout_cnn_rows_need_no_fit() -> None:
-    records = _records(SIZES)
+    records = face_records(SIZES)
     feats = _features(records, seed=2)
     first = per_source_holdout(records, feats, l2=1.0)
     other = per_source_holdout(records, feats, l2=100.0)

@@ -7,22 +7,11 @@ much of the training signal comes from each generator is checked without torch.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from face_records import face_records
 
 from pipeline.avatars import dataset as ds
-
-
-def _records(sizes: dict[str, int]) -> list[ds.FaceRecord]:
-    out: list[ds.FaceRecord] = []
-    for source, n in sizes.items():
-        label = 1 if source.startswith("fake/") else 0
-        for i in range(n):
-            name = f"{source.split('/')[1]}_{i}.jpg"
-            out.append(ds.FaceRecord(Path(name), label, source, source, 64, 64))
-    return out
-
 
 SIZES = {"fake/a": 400, "fake/b": 100, "fake/c": 25, "real/x": 900, "real/y": 100}
 
@@ -35,7 +24,7 @@ def _mass(records: list[ds.FaceRecord], weights: list[float]) -> dict[str, float
 
 
 def test_sqrt_rule_gives_each_class_half_and_sources_sqrt_of_their_size() -> None:
-    records = _records(SIZES)
+    records = face_records(SIZES)
     mass = _mass(records, ds.sampling_weights(records))
     assert mass["fake/a"] + mass["fake/b"] + mass["fake/c"] == pytest.approx(1.0)
     assert mass["real/x"] + mass["real/y"] == pytest.approx(1.0)
@@ -44,7 +33,7 @@ def test_sqrt_rule_gives_each_class_half_and_sources_sqrt_of_their_size() -> Non
 
 
 def test_fixed_share_is_exact_and_the_rest_keeps_sqrt_proportions() -> None:
-    records = _records(SIZES)
+    records = face_records(SIZES)
     weights = ds.sampling_weights(records, ds.parse_shares("fake/c=0.4"))
     mass = _mass(records, weights)
     assert mass["fake/c"] == pytest.approx(0.4)
@@ -56,7 +45,7 @@ def test_fixed_share_is_exact_and_the_rest_keeps_sqrt_proportions() -> None:
 
 
 def test_bad_shares_are_refused() -> None:
-    records = _records(SIZES)
+    records = face_records(SIZES)
     with pytest.raises(ValueError):
         ds.sampling_weights(records, {"fake/missing": 0.2})
     with pytest.raises(ValueError):
