@@ -262,10 +262,16 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_kafka(batches: list[list[Envelope]], timeout_s: float, split: bool) -> dict[str, Any]:
+def run_kafka(
+    batches: list[list[Envelope]],
+    timeout_s: float,
+    split: bool,
+    settings_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The ``kafka`` arrangement (module docstring): a backlog on the signals agent's input
     topic, then a signals+decide worker process (``split``: a signals worker and a decide
-    worker, two processes); rate from the first to the last decision."""
+    worker, two processes), with ``settings_env`` (``UNMASK_...`` settings) in its environment;
+    rate from the first to the last decision."""
     from kafka import KafkaProducer
 
     from bench.harness import (
@@ -299,7 +305,9 @@ def run_kafka(batches: list[list[Envelope]], timeout_s: float, split: bool) -> d
         backends = BackendCpu(engine)
         started = time.time()
         for agents in ("signals", "decide") if split else ("signals,decide",):
-            env_vars = worker_env(url, topics, {"UNMASK_WORKER__AGENTS": agents})
+            env_vars = worker_env(
+                url, topics, {**(settings_env or {}), "UNMASK_WORKER__AGENTS": agents}
+            )
             log = workdir / f"worker-{agents.replace(',', '-')}.log"
             workers.append(WorkerProcess.start(env_vars, log))
         first: tuple[float, float, float, float] | None = None
@@ -385,6 +393,14 @@ def main() -> int:
     ap.add_argument(
         "--kafka-timeout", type=float, default=300, help="seconds to wait for the kafka run"
     )
+    ap.add_argument(
+        "--worker-setting",
+        action="append",
+        default=[],
+        metavar="UNMASK_NAME=VALUE",
+        help="a setting for the kafka modes' worker processes (repeatable), e.g. "
+        "UNMASK_WORKER__BATCH_SIZE=2000",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
         "--dump",
@@ -400,7 +416,12 @@ def main() -> int:
     for _ in range(args.rounds):
         for mode in modes:
             if mode.startswith("kafka"):
-                r = run_kafka(batches, args.kafka_timeout, split=mode == "kafka-split")
+                r = run_kafka(
+                    batches,
+                    args.kafka_timeout,
+                    split=mode == "kafka-split",
+                    settings_env=dict(kv.split("=", 1) for kv in args.worker_setting),
+                )
             else:
                 r = run(mode, batches, args.queue, args.dump if not runs else None)
             load.append(os.getloadavg()[0])
