@@ -626,7 +626,7 @@ class SignalStage:
             counts = repo.read_counts(conn, unknown | {POPULATION}, long_w, first, OPEN_END)
             population = counts.get(POPULATION, 1)
             weights = dict(weights)
-            weights.update({k: rarity_weight(k[0], counts.get(k, 1), population) for k in unknown})
+            weights.update(_weights(unknown, counts, population))
         rows: list[dict[str, Any]] = []
         for cid in ids:
             cnt = counters[cid]
