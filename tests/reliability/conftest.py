@@ -317,6 +317,27 @@ def pipeline_factory(tmp_path: Path, shared_dir: Path, tiny_model_dir: Path
             pass
 
 
+def forward_backlog(pipe: Pipeline, docs: Sequence[dict[str, Any]], agents: str,
+                    topic_field: str, timeout: float = 180) -> None:
+    """Produce ``docs`` and run an upstream worker with ``agents`` until it forwarded every one
+    to the topic of ``topic_field`` (its ``unmask_events_produced_total``), then stop it: a
+    backlog for the next worker to start on."""
+    port = free_port()
+    upstream = pipe.start_worker(UNMASK_WORKER__AGENTS=agents, UNMASK_METRICS_PORT=str(port))
+    pipe.produce_events(docs)
+    topic = pipe.topics[topic_field]
+
+    def forwarded() -> bool:
+        try:
+            return metric_value(port, "unmask_events_produced_total",
+                                {"topic": topic}) >= len(docs)
+        except OSError:
+            return False
+
+    wait_for(forwarded, timeout, what=f"the backlog on {topic}", alive=upstream.alive)
+    upstream.stop()
+
+
 # ---------------------------------------------------------------- events
 
 def simulated_events(n_events: int, seed: int, prefix: str = "",

@@ -13,6 +13,7 @@ import pytest
 from reliability.conftest import (
     assert_exactly_once,
     assert_topic_decisions,
+    forward_backlog,
     free_port,
     metric_value,
     simulated_events,
@@ -34,31 +35,13 @@ def records_on(pipe: Any, topic: str) -> int:
         consumer.close()
 
 
-def backlog(pipe: Any, docs: list[dict[str, Any]], agents: str, topic_field: str) -> None:
-    """Run an upstream worker with ``agents`` until it forwarded every event to the topic of
-    ``topic_field``, then stop it."""
-    port = free_port()
-    upstream = pipe.start_worker(UNMASK_WORKER__AGENTS=agents, UNMASK_METRICS_PORT=str(port))
-    pipe.produce_events(docs)
-    topic = pipe.topics[topic_field]
-
-    def forwarded() -> bool:
-        try:
-            return metric_value(port, "unmask_events_produced_total", {"topic": topic}) >= len(docs)
-        except OSError:
-            return False
-
-    wait_for(forwarded, 180, what=f"the backlog on {topic}", alive=upstream.alive)
-    upstream.stop()
-
-
 @pytest.mark.slow
 def test_signals_and_decide_in_one_worker_skip_the_signals_topic(
     shared_services: Any, pipeline_factory: Any
 ) -> None:
     docs = simulated_events(N_EVENTS, seed=91, prefix="fused-")
     pipe = pipeline_factory(shared_services)
-    backlog(pipe, docs, "validate,avatar,dedupe", "topic_matched")
+    forward_backlog(pipe, docs, "validate,avatar,dedupe", "topic_matched")
 
     port = free_port()
     worker = pipe.start_worker(
@@ -80,7 +63,7 @@ def test_the_decide_agent_of_a_fused_worker_drains_the_signals_topic(
 ) -> None:
     docs = simulated_events(N_EVENTS, seed=92, prefix="drain-")
     pipe = pipeline_factory(shared_services)
-    backlog(pipe, docs, "validate,avatar,dedupe,signals", "topic_signals")
+    forward_backlog(pipe, docs, "validate,avatar,dedupe,signals", "topic_signals")
     assert pipe.decided() == 0
 
     port = free_port()

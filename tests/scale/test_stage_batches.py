@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from reliability.conftest import (
     assert_exactly_once,
+    forward_backlog,
     free_port,
     metric_value,
     simulated_events,
@@ -35,21 +36,7 @@ def test_backlogged_agents_take_batches_up_to_the_configured_size(
         shared_services: Any, pipeline_factory: Any) -> None:
     docs = simulated_events(N_EVENTS, seed=83, prefix="batch-")
     pipe = pipeline_factory(shared_services)
-    upstream_port = free_port()
-    upstream = pipe.start_worker(UNMASK_WORKER__AGENTS="validate,avatar,dedupe",
-                                 UNMASK_METRICS_PORT=str(upstream_port))
-    pipe.produce_events(docs)
-    matched = pipe.topics["topic_matched"]
-
-    def forwarded() -> bool:
-        try:
-            return metric_value(upstream_port, "unmask_events_produced_total",
-                                {"topic": matched}) >= N_EVENTS
-        except OSError:
-            return False
-
-    wait_for(forwarded, 180, what="the backlog", alive=upstream.alive)
-    upstream.stop()
+    forward_backlog(pipe, docs, "validate,avatar,dedupe", "topic_matched")
 
     port = free_port()
     downstream = pipe.start_worker(UNMASK_WORKER__AGENTS="signals,decide",
