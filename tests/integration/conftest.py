@@ -127,30 +127,46 @@ def consume(
     alive: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Read a topic from the beginning until ``expected`` records arrived or time ran out;
-    then read on for two more seconds so that surplus (duplicate) records are seen too."""
-    from kafka import KafkaConsumer
+    then read on for two more seconds so that surplus (duplicate) records are seen too.
+
+    Every partition is assigned explicitly and read from its beginning with ``poll``: no
+    subscription, whose partition assignment and iterator timeouts could leave a partition
+    unread for the whole wait."""
+    from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
-        topic,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
-        consumer_timeout_ms=500,
     )
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     settle: float | None = None
     try:
+        partitions: set[int] | None = None
+        while not partitions and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                time.sleep(0.2)
+        assert partitions, f"topic {topic} has no partitions after {timeout} s"
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
         while time.monotonic() < deadline:
-            for message in consumer:
-                records.append(json.loads(message.value))
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(json.loads(message.value) for message in batch)
             if len(records) >= expected:
                 settle = settle or time.monotonic() + 2.0
                 if time.monotonic() >= settle:
                     break
             if alive is not None and not alive():
                 break
+        if len(records) < expected:
+            ends = consumer.end_offsets(assigned)
+            positions = {tp.partition: consumer.position(tp) for tp in assigned}
+            print(f"consume {topic}: {len(records)} of {expected} records; positions "
+                  f"{positions}, end offsets { {tp.partition: o for tp, o in ends.items()} }")
     finally:
         consumer.close()
     return records
