@@ -45,10 +45,13 @@ import argparse
 import json
 import os
 import queue
+import re
+import socket
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -258,8 +261,24 @@ def run(
 
 
 def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of process ``pid`` and its live descendants (a worker's stage child process,
+    ``worker.process_stages``)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    family: set[int] = {pid}
+    grown = True
+    while grown:
+        more = {c for c, (parent, _t) in stats.items() if parent in family} - family
+        family |= more
+        grown = bool(more)
+    return sum(stats.get(m, (0, 0))[1] for m in family) / os.sysconf("SC_CLK_TCK")
 
 
 def run_kafka(
@@ -304,9 +323,17 @@ def run_kafka(
         engine = make_engine(url)
         backends = BackendCpu(engine)
         started = time.time()
+        ports: list[int] = []
         for agents in ("signals", "decide") if split else ("signals,decide",):
+            ports.append(_free_port())
             env_vars = worker_env(
-                url, topics, {**(settings_env or {}), "UNMASK_WORKER__AGENTS": agents}
+                url,
+                topics,
+                {
+                    **(settings_env or {}),
+                    "UNMASK_WORKER__AGENTS": agents,
+                    "UNMASK_METRICS_PORT": str(ports[-1]),
+                },
             )
             log = workdir / f"worker-{agents.replace(',', '-')}.log"
             workers.append(WorkerProcess.start(env_vars, log))
@@ -336,6 +363,10 @@ def run_kafka(
                 first = sample
             last = sample
         records = read_topic(topics["topic_decisions"], n, timeout=120)
+        stage_s: dict[str, float] = {}
+        for port in ports:
+            for stage, seconds in _stage_seconds(port).items():
+                stage_s[stage] = stage_s.get(stage, 0.0) + seconds
         while workers:
             workers.pop().stop()
         engine.dispose()
@@ -363,7 +394,7 @@ def run_kafka(
         "wall_s": round(span, 2),
         "events_per_s": round(len(got) / span, 1),
         "cpu_s": {
-            "worker_processes": round(last[1] - first[1], 2),
+            "worker_processes": round(last[1] - first[1], 2),  # with their child processes
             "postgres_backends": round(last[2] - first[2], 2),
             "machine": round(last[3] - first[3], 2),
             "polled_s": round(polled, 2),
@@ -372,8 +403,28 @@ def run_kafka(
             "worker_and_backends": round(1e6 * (last[1] - first[1] + last[2] - first[2]) / n),
             "machine": round(1e6 * (last[3] - first[3]) / n),
         },
+        "stage_busy_s": {k: round(v, 2) for k, v in sorted(stage_s.items())},
         "verdicts": got,
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stage_seconds(port: int) -> dict[str, float]:
+    """``unmask_stage_duration_seconds_sum`` by stage from a worker's metrics endpoint: the wall
+    time each stage spent in its calls (against the run's wall time: how busy the stage was)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r'unmask_stage_duration_seconds_sum\{stage="([^"]+)"\} (\S+)', line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
+    return found
 
 
 def main() -> int:

@@ -193,6 +193,12 @@ class WorkerSettings(BaseModel):
     fewer, larger transactions sustain more events/s (docs/benchmarks.md, "Throughput as the
     worker runs the two stages": 1,285 events/s at 200, ~1,900-2,000 at 1,000). The avatar
     agent batches by ``avatars.batch_size``."""
+    process_stages: str = "signals"
+    """Stages this worker runs in a child process each (comma separated among avatar, dedupe,
+    signals, decide; empty: none), so that their Python never waits for the interpreter lock
+    held by another stage thread or the event loop (``pipeline.stream.stage_process``). The
+    signals stage, the critical path of a worker that runs signals and decide, is one by
+    default (docs/benchmarks.md, "A child process for the signals stage")."""
 
     @field_validator("batch_size")
     @classmethod
@@ -200,6 +206,20 @@ class WorkerSettings(BaseModel):
         if value < 1:
             raise ValueError("worker.batch_size must be at least 1")
         return value
+
+    @field_validator("process_stages")
+    @classmethod
+    def _known_stages(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = sorted(set(names) - {"avatar", "dedupe", "signals", "decide"})
+        if unknown:
+            raise ValueError(f"worker.process_stages: unknown stage(s) {', '.join(unknown)}")
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def process_stage_names(self) -> tuple[str, ...]:
+        """The stages run in child processes."""
+        return tuple(n for n in self.process_stages.split(",") if n)
 
     @field_validator("agents")
     @classmethod

@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from sqlalchemy import exc as sa_exc
+
 from pipeline import metrics
 from pipeline.types import Envelope
 
@@ -18,6 +20,15 @@ STAGE_ORDER = ("avatar", "dedupe", "signals", "decide")
 
 class StageUnavailable(Exception):
     """A dependency (database, fetch pool) is down; the batch may be retried as a whole."""
+
+
+TRANSIENT: tuple[type[Exception], ...] = (
+    StageUnavailable,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
+"""Failures after which a whole batch is retried (a dependency is down), not dead-lettered."""
 
 
 class Stage(Protocol):

@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from pipeline import metrics
+from pipeline import jsonbytes, metrics
 from pipeline.events import InvalidEvent, parse_event
 from pipeline.settings import AGENTS, Settings, worker_group
-from pipeline.stages import Stage, StageUnavailable, run_stage
+from pipeline.stages import TRANSIENT, Stage, run_stage
 from pipeline.stream.dlq import dead_letter, record_dead_letters
 from pipeline.types import Envelope
 
@@ -46,9 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Fetched = tuple[Sequence[faust.EventT[Any]], list[Envelope], list[dict[str, Any]]]
 """A micro-batch as consumed, its decoded envelopes, and dead letters for the undecodable."""
-TRANSIENT = (StageUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
-
-
 async def retry_transient(what: str, fn: Callable[[], Any], max_backoff: float) -> Any:
     """Run blocking ``fn`` in a thread until it succeeds or fails with a non-transient error."""
     delay = 0.2
@@ -145,7 +141,7 @@ def create_app(
         producer = await app.maybe_start_producer()
         name = topic.get_topic_name()
         futures = [
-            await producer.send(name, key, json.dumps(value).encode(), None, None, None)
+            await producer.send(name, key, jsonbytes.dumps(value), None, None, None)
             for key, value in records
         ]
         await asyncio.gather(*futures)
@@ -226,7 +222,7 @@ def create_app(
             for event in events:
                 value = event.value
                 try:
-                    envelopes.append(Envelope.from_dict(json.loads(value)))
+                    envelopes.append(Envelope.from_dict(jsonbytes.loads(value)))
                 except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
                     raw_value = value if isinstance(value, bytes) else str(value).encode()
                     dead.append(

@@ -11,8 +11,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.settings import AGENTS, REPO_ROOT, Settings, parse_agents, worker_group
+
+if TYPE_CHECKING:
+    from pipeline.stages import Stage
 
 GC_THRESHOLDS = (50_000, 20, 20)
 """Collector thresholds of a worker (Python's default: 700, 10, 10). A batch of a thousand events
@@ -88,6 +92,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.health import HealthMonitor, HealthServer, database_check
     from pipeline.stream.app import create_app
     from pipeline.stream.monitoring import KafkaProbe, LagMonitor, watch_app
+    from pipeline.stream.stage_process import ProcessStage
 
     try:
         agents = parse_agents(args.agents) if args.agents else settings.worker.agent_names
@@ -95,7 +100,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         print(f"unmask worker: {exc}", file=sys.stderr)
         return 2
     engine = build_engine(settings)
-    stages = build_stages(settings, engine, agents)
+    in_process = [a for a in agents if a not in settings.worker.process_stage_names]
+    children = [
+        ProcessStage(settings, a) for a in agents if a in settings.worker.process_stage_names
+    ]
+    for child in children:
+        child.start()
+    by_name: dict[str, Stage] = {s.name: s for s in build_stages(settings, engine, in_process)}
+    by_name.update((c.name, c) for c in children)
+    stages = [by_name[a] for a in agents if a in by_name]
     app = create_app(settings, engine, stages, agents)
     k = settings.kafka
     group = worker_group(k.consumer_group, agents)
@@ -119,7 +132,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
     )
     tune_gc()
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        for child in children:
+            child.close()
     return 0
 
 

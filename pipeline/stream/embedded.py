@@ -14,20 +14,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from pipeline import metrics
 from pipeline.decide.stage import DecideStage
 from pipeline.events import InvalidEvent, parse_event
-from pipeline.stages import Stage, StageUnavailable, run_stage
+from pipeline.stages import TRANSIENT, Stage, run_stage
 from pipeline.stream.dlq import dead_letter, record_dead_letters
 from pipeline.types import Decision, Envelope
 
 log = logging.getLogger(__name__)
-TRANSIENT = (StageUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
-
-
 @dataclass
 class RunReport:
     records: int = 0

@@ -101,3 +101,13 @@ def test_stage_batch_size_comes_from_the_environment_and_must_be_positive(
     assert Settings().worker.batch_size == 250
     with pytest.raises(ValidationError, match="at least 1"):
         Settings(worker={"batch_size": 0})
+
+
+def test_process_stages_setting() -> None:
+    assert Settings().worker.process_stage_names == ("signals",)
+    worker = Settings(worker={"process_stages": " signals, decide,signals "}).worker
+    assert worker.process_stages == "signals,decide"
+    assert worker.process_stage_names == ("signals", "decide")
+    assert Settings(worker={"process_stages": ""}).worker.process_stage_names == ()
+    with pytest.raises(ValidationError, match="unknown stage"):
+        Settings(worker={"process_stages": "signals,validate"})
