@@ -51,6 +51,21 @@ def calibration_batches(
     ]
 
 
+def head_nodes(model_path: Path) -> list[str]:
+    """Names of the nodes after the last ``GlobalAveragePool`` (flatten, the classifier, the
+    output sigmoid): kept in float. Quantised, the output probability has 256 levels, so every
+    score above ~0.998 became exactly 1.0 and the confident fakes and the hardest reals tied at
+    the top (a held-out TPR @ 1% FPR 3 points below the fp32 file's, validation thresholds of
+    1.0); the head is ~0.1 % of the model's multiply-adds."""
+    import onnx
+
+    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
+    pools = [i for i, n in enumerate(nodes) if n.op_type == "GlobalAveragePool"]
+    if not pools:
+        return []
+    return [n.name for n in nodes[pools[-1] + 1 :] if n.name and n.op_type != "Constant"]
+
+
 def quantize_model(
     fp32_path: Path,
     int8_path: Path,
@@ -79,6 +94,7 @@ def quantize_model(
     prepared = int8_path.with_suffix(".prep.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        head = head_nodes(prepared)
         quantize_static(
             str(prepared),
             str(int8_path),
@@ -88,6 +104,7 @@ def quantize_model(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=head,
         )
     finally:
         prepared.unlink(missing_ok=True)
@@ -95,6 +112,7 @@ def quantize_model(
         "format": "QDQ (onnxruntime.quantization.quantize_static)",
         "weights": "int8, symmetric, per output channel",
         "activations": "uint8, per tensor, MinMax-calibrated",
+        "float_head": head,
         "source_file": fp32_path.name,
         "onnxruntime": ort.__version__,
     }

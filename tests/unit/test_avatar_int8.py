@@ -147,6 +147,13 @@ def test_quantize_model_writes_a_qdq_per_channel_model_that_tracks_fp32(
     ]
     assert axes, "weights should carry per-channel scales"
     assert (tmp_path / INT8_FILE).stat().st_size < 0.4 * fp32.stat().st_size
+    # the head (classifier and output sigmoid) stays float: a quantised probability has 256
+    # levels, and every confident score became exactly 1.0
+    assert recipe["float_head"] and "/Sigmoid" in recipe["float_head"]
+    producers = {out: node for node in graph.node for out in node.output}
+    output = producers[graph.output[0].name]
+    assert output.op_type == "Sigmoid"
+    assert producers[output.input[0]].op_type != "DequantizeLinear"
 
     manifest = dict(MANIFEST, model_file=INT8_FILE, variants={})
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -166,6 +173,8 @@ def test_quantize_model_writes_a_qdq_per_channel_model_that_tracks_fp32(
     }
     assert np.corrcoef(scores[FP32_MODEL_FILE], scores[INT8_FILE])[0, 1] > 0.95
     assert roc_auc(labels, scores[INT8_FILE]) > 0.75
+    top = np.sort(scores[INT8_FILE])[-8:]
+    assert len(set(top.tolist())) > 4, f"the highest scores tie: {top}"
 
 
 def test_decide_threshold_without_an_avatar_stage_is_the_loaded_files() -> None:

@@ -14,7 +14,7 @@ from pipeline import jsonbytes
 DOCS: list[Any] = [
     {"a": [1, 2.5, None, True], "b": 'q"\\', "c": "ünïcødé ✓ 漢字\ttab\u2028", "d": {}},
     [0.1, 1 / 3, 1e-300, 1.7976931348623157e308, -0.0, 12345.6789, 1e-5, 2**63 - 1, -(2**63)],
-    {1: "int key", 2.5: "float key", True: "bool key", None: "null key"},
+    {1: "int key", 2.5: "float key", False: "bool key", None: "null key"},
     "text",
     None,
     {"deep": [[[[{"x": [1]}]]]]},
