@@ -198,7 +198,7 @@ class WorkerSettings(BaseModel):
     signals, decide; empty: none), so that their Python never waits for the interpreter lock
     held by another stage thread or the event loop (``pipeline.stream.stage_process``). The
     signals stage, the critical path of a worker that runs signals and decide, is one by
-    default (docs/benchmarks.md, "A child process for the signals stage")."""
+    default (docs/benchmarks.md, "Through Kafka, sixth pass")."""
 
     @field_validator("batch_size")
     @classmethod
