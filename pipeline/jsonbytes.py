@@ -33,8 +33,5 @@ def dumps(value: Any) -> bytes:
 
 
 def dumps_text(value: Any) -> str:
-    """``value`` as JSON text (what a text parameter or an array literal carries)."""
-    try:
-        return orjson.dumps(value, option=_OPTIONS).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(value)
+    """``value`` as JSON text (what a text parameter carries)."""
+    return dumps(value).decode()

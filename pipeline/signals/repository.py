@@ -1,11 +1,11 @@
 """SQL of the signals stage: one function per round trip, each taking the caller's connection.
 
 No logic beyond shaping rows; the stage decides what to write. On PostgreSQL writes of many rows
-are one ``INSERT ... SELECT * FROM unnest(<one array per column>)``, reads by many (kind, value)
-keys are ``unnest`` of two arrays with a ``LATERAL`` index lookup per key (a plan the statistics
-cannot turn into a scan), and reads by many ids are one ``= ANY(<array>)``; SQLite gets
-``executemany`` and chunked ``IN`` lists. Every function works on both (``FOR UPDATE`` is
-dropped on SQLite, which has one writer anyway).
+are one ``INSERT ... SELECT * FROM ROWS FROM (unnest(<one array per column>), ...)``, reads by
+many (kind, value) keys are ``unnest`` of two arrays with a ``LATERAL`` index lookup per key (a
+plan the statistics cannot turn into a scan), and reads by many ids are one ``= ANY(<array>)``;
+SQLite gets ``executemany`` and chunked ``IN`` lists. Every function works on both (``FOR
+UPDATE`` is dropped on SQLite, which has one writer anyway).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def _pg(conn: Connection) -> bool:
 def _pg_bulk(
     conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], tail: str
 ) -> sa.CursorResult[Any]:
-    """One ``INSERT ... SELECT * FROM unnest(array per column) <tail>`` for all ``rows``
+    """One ``INSERT ... SELECT * FROM ROWS FROM (unnest(array per column), ...) <tail>`` for all
+    ``rows``
     (:func:`pipeline.store.db.pg_bulk_insert`)."""
     return db.pg_bulk_insert(conn, table, rows, tail)
 

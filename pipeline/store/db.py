@@ -169,21 +169,28 @@ def _pg_type(column: sa.Column[Any]) -> str:
     raise TypeError(f"no PostgreSQL array type for {column.table.name}.{column.name}")
 
 
+def _column_source(column: str, pg_type: str) -> str:
+    """The set-returning call that unpacks the parameter of ``column``: an array literal
+    (:func:`pg_array`), or for JSON one JSON array (:func:`_column_param`)."""
+    if pg_type == "jsonb":
+        return f"jsonb_array_elements(CAST(:{column} AS jsonb))"
+    return f"unnest(CAST(:{column} AS {pg_type}[]))"
+
+
+def _column_param(values: Sequence[Any], pg_type: str) -> str:
+    if pg_type == "jsonb":
+        return jsonbytes.dumps_text(list(values))
+    return pg_array(values, pg_type)
+
+
 @cache
 def _pg_unnest_insert(table: sa.Table, columns: tuple[str, ...], tail: str) -> sa.TextClause:
-    types = [_pg_type(table.c[c]) for c in columns]
+    # ROWS FROM unpacks the columns in step: what unnest(a, b, ...) of several arrays is
+    sources = ", ".join(_column_source(c, _pg_type(table.c[c])) for c in columns)
     names = ", ".join(columns)
-    if "jsonb" not in types:
-        arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(columns, types, strict=True))
-        source = f"unnest({arrays})"
-    else:
-        # a JSON column travels as one JSON array, unpacked in step with the other columns
-        source = "ROWS FROM (" + ", ".join(
-            f"jsonb_array_elements(CAST(:{c} AS jsonb))" if t == "jsonb"
-            else f"unnest(CAST(:{c} AS {t}[]))"
-            for c, t in zip(columns, types, strict=True)
-        ) + ")"
-    return sa.text(f"INSERT INTO {table.name} AS t ({names}) SELECT * FROM {source} {tail}")
+    return sa.text(
+        f"INSERT INTO {table.name} AS t ({names}) SELECT * FROM ROWS FROM ({sources}) {tail}"
+    )
 
 
 def _quoted(text: str) -> str:
@@ -265,14 +272,15 @@ def _times(values: Iterable[Any]) -> Iterator[str]:
 def pg_bulk_insert(
     conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], tail: str = ""
 ) -> sa.CursorResult[Any]:
-    """PostgreSQL only: ``INSERT INTO table AS t ... SELECT * FROM unnest(one array per column)
-    <tail>`` for all ``rows`` (which share their keys): one statement with one parameter per
-    column, 4-5x faster than SQLAlchemy's multi-row VALUES pages for a thousand rows. ``tail`` is
-    raw SQL (``ON CONFLICT ...``, ``RETURNING ...``); the target table is aliased ``t``. Each
-    column travels as one array literal (:func:`pg_array`), except JSON columns: one JSON
-    array (:mod:`pipeline.jsonbytes`, orjson) unpacked by ``jsonb_array_elements`` in step with
-    the arrays (``ROWS FROM``), one encoder call and no array-literal quoting of every
-    document; None is stored as JSON ``null``, as SQLAlchemy's JSON type stores it."""
+    """PostgreSQL only: ``INSERT INTO table AS t ... SELECT * FROM ROWS FROM (unnest(one array
+    per column), ...) <tail>`` for all ``rows`` (which share their keys): one statement with one
+    parameter per column, 4-5x faster than SQLAlchemy's multi-row VALUES pages for a thousand
+    rows. ``tail`` is raw SQL (``ON CONFLICT ...``, ``RETURNING ...``); the target table is
+    aliased ``t``. Each column travels as one array literal (:func:`pg_array`), except JSON
+    columns: one JSON array (:mod:`pipeline.jsonbytes`, orjson) unpacked by
+    ``jsonb_array_elements`` in step with the arrays, one encoder call and no array-literal
+    quoting of every document; None is stored as JSON ``null``, as SQLAlchemy's JSON type
+    stores it."""
     return pg_bulk_insert_columns(conn, table, {c: [row[c] for row in rows] for c in rows[0]}, tail)
 
 
@@ -281,11 +289,7 @@ def pg_bulk_insert_columns(
 ) -> sa.CursorResult[Any]:
     """:func:`pg_bulk_insert` of rows given as one sequence of values per column (all of one
     length), for callers that have the columns already."""
-    params = {
-        c: jsonbytes.dumps_text(list(values)) if kind == "jsonb" else pg_array(values, kind)
-        for c, values in columns.items()
-        for kind in (_pg_type(table.c[c]),)
-    }
+    params = {c: _column_param(values, _pg_type(table.c[c])) for c, values in columns.items()}
     return conn.execute(_pg_unnest_insert(table, tuple(columns), tail), params)
 
 

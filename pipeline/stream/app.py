@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Fetched = tuple[Sequence[faust.EventT[Any]], list[Envelope], list[dict[str, Any]]]
 """A micro-batch as consumed, its decoded envelopes, and dead letters for the undecodable."""
+
+
 async def retry_transient(what: str, fn: Callable[[], Any], max_backoff: float) -> Any:
     """Run blocking ``fn`` in a thread until it succeeds or fails with a non-transient error."""
     delay = 0.2

@@ -24,6 +24,8 @@ from pipeline.stream.dlq import dead_letter, record_dead_letters
 from pipeline.types import Decision, Envelope
 
 log = logging.getLogger(__name__)
+
+
 @dataclass
 class RunReport:
     records: int = 0
