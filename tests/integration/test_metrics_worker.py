@@ -9,7 +9,6 @@ ready, and says which dependency is down.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from reliability.conftest import free_port
 
 from tests.hostile.tiny_model import write_tiny_detector
 from tests.integration.conftest import REPO_ROOT, consume
 from tests.integration.test_metrics_pipeline import Samples, scrape, value
 
 EXAMPLE = json.loads((REPO_ROOT / "schemas/examples/account.created.v1.json").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float, log: Callable[[], str]) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from reliability.conftest import free_port
 from sqlalchemy.engine import Engine
 
 from pipeline.settings import REPO_ROOT, Settings
@@ -83,10 +83,7 @@ def test_a_stage_error_comes_back_as_child_stage_error(child: ProcessStage) -> N
 
 
 def test_a_database_outage_comes_back_as_stage_unavailable() -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"postgresql+psycopg2://nobody:none@127.0.0.1:{port}/none"
+    url = f"postgresql+psycopg2://nobody:none@127.0.0.1:{free_port()}/none"  # nothing listens
     stage = ProcessStage(_settings(url), "signals")
     try:
         with pytest.raises(StageUnavailable, match="OperationalError"):
