@@ -361,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.init_checkpoint is not None:
         model.load_state_dict(torch.load(args.init_checkpoint, map_location="cpu"))
     data = AugmentedFaces(train_images, [r.label for r in train_records], spec, args)
-    weights = ds.sampling_weights(train_records, ds.parse_shares(args.source_share))
+    shares = ds.parse_shares(args.source_share) if train_records else {}
+    weights = ds.sampling_weights(train_records, shares)
     draw_shares: dict[str, float] = {}
     for record, weight in zip(train_records, weights, strict=True):
         draw_shares[record.source] = draw_shares.get(record.source, 0.0) + weight
