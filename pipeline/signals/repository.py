@@ -60,8 +60,7 @@ def _pg_bulk(
     conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], tail: str
 ) -> sa.CursorResult[Any]:
     """One ``INSERT ... SELECT * FROM ROWS FROM (unnest(array per column), ...) <tail>`` for all
-    ``rows``
-    (:func:`pipeline.store.db.pg_bulk_insert`)."""
+    ``rows`` (:func:`pipeline.store.db.pg_bulk_insert`)."""
     return db.pg_bulk_insert(conn, table, rows, tail)
 
 
