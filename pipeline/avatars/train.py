@@ -12,7 +12,6 @@ onnxruntime, and ``manifest.json``. Run ``python -m pipeline.avatars.train --hel
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import random
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.avatars import dataset as ds
 from pipeline.avatars import evaluate as ev
+from pipeline.avatars.augment import AugmentSpec, augment
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
@@ -44,13 +44,6 @@ LITE0_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (1, 6, 320, 1),
 )
 """(repeats, expand ratio, output channels, first stride) per EfficientNet-Lite0 stage."""
-
-RESAMPLERS = (
-    Image.Resampling.BILINEAR,
-    Image.Resampling.BICUBIC,
-    Image.Resampling.LANCZOS,
-    Image.Resampling.BOX,
-)
 
 
 class MBConv(nn.Module):  # type: ignore[misc,unused-ignore]
@@ -148,32 +141,6 @@ def lite0_imagenet_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def augment(image: Image.Image, rng: random.Random, args: argparse.Namespace) -> Image.Image:
-    """Random crop + scale jitter, random down-scale, JPEG re-encode, horizontal flip."""
-    width, height = image.size
-    side = min(width, height)
-    crop = max(16, round(side * math.sqrt(rng.uniform(args.crop_min_area, 1.0))))
-    cw = min(width, max(16, round(crop * rng.uniform(0.9, 1.1))))
-    ch = min(height, crop)
-    left = rng.randint(0, width - cw)
-    top = rng.randint(0, height - ch)
-    image = image.crop((left, top, left + cw, top + ch))
-    target = rng.randint(args.down_min, args.down_max)
-    if max(image.size) > target:
-        scale = target / max(image.size)
-        size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
-        image = image.resize(size, rng.choice(RESAMPLERS))
-    if rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    buffer = io.BytesIO()
-    quality = rng.randint(args.jpeg_min, args.jpeg_max)
-    subsampling = 2 if rng.random() < 0.8 else 0
-    image.save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
-    buffer.seek(0)
-    with Image.open(buffer) as reopened:
-        return reopened.convert("RGB")
-
-
 class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):  # type: ignore[misc,unused-ignore]
     """Decoded images held in memory; every ``__getitem__`` draws a fresh seeded augmentation."""
 
@@ -188,6 +155,7 @@ class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):  # type: ignor
         self.labels = labels
         self.spec = spec
         self.args = args
+        self.augment_spec = augment_spec(args)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -195,9 +163,24 @@ class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):  # type: ignor
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = random.Random(f"{self.args.seed}:{self.epoch}:{index}")
-        image = augment(self.images[index], rng, self.args)
+        image = augment(self.images[index], rng, self.augment_spec)
         x = torch.from_numpy(preprocess(image, self.spec))
         return x, torch.tensor(float(self.labels[index]))
+
+
+def augment_spec(args: argparse.Namespace) -> AugmentSpec:
+    """The augmentation ranges named on the command line."""
+    return AugmentSpec(
+        crop_min_area=args.crop_min_area,
+        down_min=args.down_min,
+        down_max=args.down_max,
+        jpeg_min=args.jpeg_min,
+        jpeg_max=args.jpeg_max,
+        blur_p=args.blur_p,
+        blur_sigma_max=args.blur_sigma_max,
+        photometric_p=args.photometric_p,
+        photometric_strength=args.photometric_strength,
+    )
 
 
 def torch_scores(
@@ -307,6 +290,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--down-max", type=int, default=256)
     parser.add_argument("--jpeg-min", type=int, default=60)
     parser.add_argument("--jpeg-max", type=int, default=95)
+    parser.add_argument(
+        "--blur-p", type=float, default=0.0, help="probability of a Gaussian blur per draw"
+    )
+    parser.add_argument("--blur-sigma-max", type=float, default=1.5)
+    parser.add_argument(
+        "--photometric-p",
+        type=float,
+        default=0.0,
+        help="probability of a brightness/contrast/saturation jitter per draw",
+    )
+    parser.add_argument("--photometric-strength", type=float, default=0.15)
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument(
         "--ema-decay",
