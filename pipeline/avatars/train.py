@@ -2,11 +2,12 @@
 
 Needs the optional ``train`` extra (torch, onnx, the EfficientNet-Lite0 ImageNet weights
 package); the runtime never imports this module. ``main(argv)`` does the whole job: seeded
-source-level split, on-the-fly degradation augmentation (random crop, random down-scale,
-JPEG re-encode, flip), fine-tuning (optionally with an exponential moving average of the
-weights, exported when it validates at least as well), threshold calibration at 1% FPR on the
-validation split, ONNX export with a dynamic batch axis, held-out evaluation through
-onnxruntime, and ``manifest.json``. Run ``python -m pipeline.avatars.train --help``.
+source-level split, on-the-fly degradation augmentation (``augment.py``: random crop, random
+down-scale, optional blur and colour jitter, flip, JPEG re-encode), fine-tuning (optionally
+with an exponential moving average of the weights, exported when it validates at least as
+well), threshold calibration at 1% FPR on the validation split, ONNX export with a dynamic
+batch axis, held-out evaluation through onnxruntime, and ``manifest.json``. Run
+``python -m pipeline.avatars.train --help``.
 """
 
 from __future__ import annotations
