@@ -169,6 +169,29 @@ class AugmentedFaces(Dataset[tuple[torch.Tensor, torch.Tensor]]):  # type: ignor
         return x, torch.tensor(float(self.labels[index]))
 
 
+def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Uniform average of state dicts of one network (a "model soup", as in WiSE-FT).
+
+    Floating tensors (weights and batch-norm running statistics) are averaged; integer ones
+    (``num_batches_tracked``) are taken from the first state. Keys and shapes must match.
+    """
+    first = states[0]
+    for other in states[1:]:
+        if other.keys() != first.keys():
+            raise ValueError("checkpoints of different networks (keys differ)")
+        for key, tensor in first.items():
+            if other[key].shape != tensor.shape:
+                raise ValueError(f"checkpoints of different networks ({key} shape differs)")
+    return {
+        key: (
+            torch.stack([s[key] for s in states]).mean(dim=0)
+            if tensor.is_floating_point()
+            else tensor.clone()
+        )
+        for key, tensor in first.items()
+    }
+
+
 def augment_spec(args: argparse.Namespace) -> AugmentSpec:
     """The augmentation ranges named on the command line."""
     return AugmentSpec(
@@ -266,6 +289,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="epoch index to continue from (fresh augmentation draws after --init-checkpoint)",
     )
     parser.add_argument(
+        "--average-with",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --init-checkpoint: start from the uniform average of it and this checkpoint "
+        "(repeatable; float tensors averaged, counters from --init-checkpoint)",
+    )
+    parser.add_argument(
         "--stop-after",
         type=int,
         default=None,
@@ -322,7 +353,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="train from scratch instead of ImageNet Lite0 weights",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.average_with and args.init_checkpoint is None:
+        parser.error("--average-with needs --init-checkpoint")
+    return args
 
 
 def seed_everything(seed: int) -> None:
@@ -354,7 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_pretrained:
         print(f"loaded {model.load_lite0_imagenet(lite0_imagenet_state())} pretrained tensors")
     if args.init_checkpoint is not None:
-        model.load_state_dict(torch.load(args.init_checkpoint, map_location="cpu"))
+        state = torch.load(args.init_checkpoint, map_location="cpu")
+        if args.average_with:
+            others = [torch.load(path, map_location="cpu") for path in args.average_with]
+            state = average_states([state, *others])
+            print(f"initial weights: the average of {1 + len(others)} checkpoints", flush=True)
+        model.load_state_dict(state)
     data = AugmentedFaces(train_images, [r.label for r in train_records], spec, args)
     shares = ds.parse_shares(args.source_share) if train_records else {}
     weights = ds.sampling_weights(train_records, shares)
