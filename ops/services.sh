@@ -205,7 +205,7 @@ kafka_start() {
         die "Kafka did not start listening on $HOST:$KAFKA_PORT; logs: $KAFKA_LOG $KAFKA_OUT"
     fi
     local end=$((SECONDS + 60))
-    until kafka_log_since "$log_offset" | grep -q 'Kafka Server started'; do
+    until kafka_log_has "$log_offset" 'Kafka Server started'; do
         ((SECONDS < end)) && kill -0 "$pid" 2>/dev/null \
             || die "Kafka did not report 'Kafka Server started'; logs: $KAFKA_LOG"
         sleep 0.2
@@ -227,6 +227,14 @@ kafka_log_since() {
     else
         cat "$KAFKA_LOG"
     fi
+}
+
+# Whether the broker log past byte OFFSET has a line matching PATTERN. grep reads all of its
+# input (no -q): with -q it would exit at the first match, tail would die of SIGPIPE when more
+# than a pipe buffer of log follows (a broker loading many consumer groups), and pipefail would
+# turn the match into a failure.
+kafka_log_has() {
+    kafka_log_since "$1" | grep -- "$2" >/dev/null
 }
 
 kafka_stop() {
@@ -477,4 +485,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced (the tests of its helpers), it only defines them.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
