@@ -192,6 +192,12 @@ def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch
     }
 
 
+def manifest_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line as the manifest records it: paths (also in lists) as strings."""
+    recorded: dict[str, Any] = json.loads(json.dumps(vars(args), default=str))
+    return recorded
+
+
 def augment_spec(args: argparse.Namespace) -> AugmentSpec:
     """The augmentation ranges named on the command line."""
     return AugmentSpec(
@@ -505,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threshold_rule": f"{args.target_fpr:.0%} FPR on validation reals (clean + q75/256px)",
         "training": {
             "seed": args.seed,
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "args": manifest_args(args),
             "holdout_sources": list(split.holdout),
             "train_counts": ds.counts(split.train),
             "val_counts": ds.counts(split.val),

@@ -7,6 +7,8 @@ Needs torch (the ``train`` extra): skipped in the runtime environment, run with
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -56,5 +58,11 @@ def test_checkpoints_of_different_networks_are_refused() -> None:
 def test_average_with_needs_an_initial_checkpoint() -> None:
     with pytest.raises(SystemExit):
         train.parse_args(["--average-with", "b.pt"])
-    args = train.parse_args(["--init-checkpoint", "a.pt", "--average-with", "b.pt"])
-    assert [str(p) for p in args.average_with] == ["b.pt"]
+    args = train.parse_args(
+        ["--init-checkpoint", "a.pt", "--average-with", "b.pt", "--average-with", "c.pt"]
+    )
+    assert [str(p) for p in args.average_with] == ["b.pt", "c.pt"]
+    recorded = train.manifest_args(args)
+    assert recorded["average_with"] == ["b.pt", "c.pt"]
+    assert recorded["init_checkpoint"] == "a.pt"
+    assert json.loads(json.dumps(recorded)) == recorded
