@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image, ImageEnhance, ImageFilter
 
@@ -25,16 +25,20 @@ RESAMPLERS = (
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Ranges of one draw; see docs/model.md, "Augmentation"."""
+    """Ranges of one draw; see docs/model.md, "Augmentation". Each field is also the trainer's
+    command-line option of the same name (``--blur-p``), with this default and help."""
 
     crop_min_area: float = 0.6
     down_min: int = 96
     down_max: int = 256
     jpeg_min: int = 60
     jpeg_max: int = 95
-    blur_p: float = 0.0
+    blur_p: float = field(default=0.0, metadata={"help": "probability of a Gaussian blur per draw"})
     blur_sigma_max: float = 1.5
-    photometric_p: float = 0.0
+    photometric_p: float = field(
+        default=0.0,
+        metadata={"help": "probability of a brightness/contrast/saturation jitter per draw"},
+    )
     photometric_strength: float = 0.15
 
 

@@ -13,6 +13,7 @@ batch axis, held-out evaluation through onnxruntime, and ``manifest.json``. Run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -201,15 +202,7 @@ def manifest_args(args: argparse.Namespace) -> dict[str, Any]:
 def augment_spec(args: argparse.Namespace) -> AugmentSpec:
     """The augmentation ranges named on the command line."""
     return AugmentSpec(
-        crop_min_area=args.crop_min_area,
-        down_min=args.down_min,
-        down_max=args.down_max,
-        jpeg_min=args.jpeg_min,
-        jpeg_max=args.jpeg_max,
-        blur_p=args.blur_p,
-        blur_sigma_max=args.blur_sigma_max,
-        photometric_p=args.photometric_p,
-        photometric_strength=args.photometric_strength,
+        **{option.name: getattr(args, option.name) for option in dataclasses.fields(AugmentSpec)}
     )
 
 
@@ -323,22 +316,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--crop-min-area", type=float, default=0.6)
-    parser.add_argument("--down-min", type=int, default=96)
-    parser.add_argument("--down-max", type=int, default=256)
-    parser.add_argument("--jpeg-min", type=int, default=60)
-    parser.add_argument("--jpeg-max", type=int, default=95)
-    parser.add_argument(
-        "--blur-p", type=float, default=0.0, help="probability of a Gaussian blur per draw"
-    )
-    parser.add_argument("--blur-sigma-max", type=float, default=1.5)
-    parser.add_argument(
-        "--photometric-p",
-        type=float,
-        default=0.0,
-        help="probability of a brightness/contrast/saturation jitter per draw",
-    )
-    parser.add_argument("--photometric-strength", type=float, default=0.15)
+    for option in dataclasses.fields(AugmentSpec):
+        parser.add_argument(
+            "--" + option.name.replace("_", "-"),
+            type=type(option.default),
+            default=option.default,
+            help=option.metadata.get("help"),
+        )
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument(
         "--ema-decay",
