@@ -19,17 +19,18 @@ STARTED = "[2026-11-30 09:19:03,391] INFO [KafkaRaftServer nodeId=1] Kafka Serve
 NOISE = "[2026-11-30 09:19:04,010] INFO Loaded member MemberMetadata(memberId=faust) in group g\n"
 
 
-def _has(log: Path, offset: int, pattern: str) -> bool:
-    script = f'source "{SERVICES}"; KAFKA_LOG="{log}"; kafka_log_has {offset} "{pattern}"'
+def _succeeds(log: Path, command: str) -> bool:
+    """Whether COMMAND succeeds in bash after sourcing the script, with its log at LOG."""
+    script = f'source "{SERVICES}"; KAFKA_LOG="{log}"; {command}'
     return subprocess.run(["bash", "-c", script], check=False).returncode == 0
+
+
+def _has(log: Path, offset: int, pattern: str) -> bool:
+    return _succeeds(log, f'kafka_log_has {offset} "{pattern}"')
 
 
 def _pipe_into_grep_q(log: Path, offset: int) -> bool:
-    script = (
-        f'source "{SERVICES}"; KAFKA_LOG="{log}"; '
-        f"kafka_log_since {offset} | grep -q 'Kafka Server started'"
-    )
-    return subprocess.run(["bash", "-c", script], check=False).returncode == 0
+    return _succeeds(log, f"kafka_log_since {offset} | grep -q 'Kafka Server started'")
 
 
 @pytest.fixture
