@@ -2,13 +2,16 @@
 
 The fp32 ``detector.onnx`` that ``unmask train-detector`` writes is turned into
 ``detector-int8.onnx``: QDQ format, int8 per-channel weights, uint8 per-tensor activations whose
-ranges are calibrated (MinMax) on a fixed, hash-picked sample of TRAINING images only, half of
-them degraded as uploads are (q75 JPEG, 256 px), all through the same ``preprocess_batch`` as
-inference. The calibrated thresholds of the new file are then re-derived on the validation split
-exactly as the fp32 ones were (1% FPR on validation reals, clean + degraded copies; the fused
-threshold with the manifest's fusion coefficients), and recorded in ``manifest.json`` under
-``variants``. Held-out sources are never read here. ``--select FILE`` makes one recorded variant
-the file the runtime loads (``model_file``) with its thresholds and metrics.
+ranges are calibrated (MinMax, or a percentile of a histogram: ``--calibration-method``) on a
+fixed, hash-picked sample of TRAINING images only, half of them degraded as uploads are (q75 JPEG,
+256 px), all through the same ``preprocess_batch`` as inference. The classifier head stays float,
+and so do the nodes named by ``--keep-float`` (the stem convolution, whose input is the image
+itself, is the most sensitive layer of the averaged models). The calibrated thresholds of the new
+file are then re-derived on the validation split exactly as the fp32 ones were (1% FPR on
+validation reals, clean + degraded copies; the fused threshold with the manifest's fusion
+coefficients), and recorded in ``manifest.json`` under ``variants``. Held-out sources are never
+read here. ``--select FILE`` makes one recorded variant the file the runtime loads (``model_file``)
+with its thresholds and metrics.
 
 Needs ``onnx`` (the ``train`` extra) besides onnxruntime; the runtime only loads the result.
 Run ``unmask quantize-detector --help``.
@@ -66,14 +69,60 @@ def head_nodes(model_path: Path) -> list[str]:
     return [n.name for n in nodes[pools[-1] + 1 :] if n.name and n.op_type != "Constant"]
 
 
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile")
+"""``--calibration-method`` choices, onnxruntime's ``CalibrationMethod`` names in lower case.
+Not ``entropy``: through ``quantize_static`` its histogram has as many bins as the quantised
+range (128), so its only candidate is the full range and it wrote exactly the MinMax scales."""
+
+
+def equal_batches(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The same images re-cut into batches of one size (the largest that divides their count,
+    at most the first batch's): onnxruntime's histogram calibrator (percentile) stacks
+    every batch's activations into one array and fail on a shorter last batch."""
+    images = np.concatenate(list(batches))
+    size = max(d for d in range(1, len(batches[0]) + 1) if len(images) % d == 0)
+    return [images[start : start + size] for start in range(0, len(images), size)]
+
+
+_METHOD_NAMES = {"minmax": "MinMax", "percentile": "Percentile"}
+
+
+def float_nodes(model_path: Path, patterns: Sequence[str]) -> list[str]:
+    """Names of the non-constant nodes of ``model_path`` whose name contains any of
+    ``patterns`` (e.g. ``/stem/`` for the first convolution): kept in float by
+    ``quantize_model``. A pattern that matches nothing is an error, so a typo cannot silently
+    quantise what it meant to keep."""
+    import onnx
+
+    nodes = [
+        n.name
+        for n in onnx.load(str(model_path), load_external_data=False).graph.node
+        if n.name and n.op_type != "Constant"
+    ]
+    unmatched = [p for p in patterns if not any(p in name for name in nodes)]
+    if unmatched:
+        raise ValueError(f"no node name contains {unmatched}")
+    return [name for name in nodes if any(p in name for p in patterns)]
+
+
 def quantize_model(
     fp32_path: Path,
     int8_path: Path,
     batches: Sequence[np.ndarray],
     input_name: str = "image",
+    method: str = "minmax",
+    keep_float: Sequence[str] = (),
+    percentile: float = 99.999,
 ) -> dict[str, Any]:
     """Write the QDQ int8 model of ``fp32_path`` to ``int8_path``; returns the recipe for the
-    manifest. Deterministic for the same inputs and onnxruntime version."""
+    manifest. Deterministic for the same inputs and onnxruntime version.
+
+    ``method`` picks how activation ranges are calibrated: ``minmax`` (the observed extremes) or
+    ``percentile`` (both tails cut so ``percentile`` % of the values stay inside, asymmetric, as
+    the activations are uint8). Nodes whose names contain any of
+    ``keep_float`` stay in float besides the head (``head_nodes``)."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method {method!r} is not one of {CALIBRATION_METHODS}")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -82,6 +131,9 @@ def quantize_model(
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method != "minmax":
+        batches = equal_batches(batches)
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -95,6 +147,10 @@ def quantize_model(
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         head = head_nodes(prepared)
+        kept = float_nodes(prepared, keep_float)
+        extra: dict[str, Any] = {}
+        if method == "percentile":
+            extra = {"CalibTensorRangeSymmetric": False, "CalibPercentile": percentile}
         quantize_static(
             str(prepared),
             str(int8_path),
@@ -103,16 +159,20 @@ def quantize_model(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=head,
+            calibrate_method=getattr(CalibrationMethod, _METHOD_NAMES[method]),
+            nodes_to_exclude=head + [name for name in kept if name not in head],
+            extra_options=extra,
         )
     finally:
         prepared.unlink(missing_ok=True)
     return {
         "format": "QDQ (onnxruntime.quantization.quantize_static)",
         "weights": "int8, symmetric, per output channel",
-        "activations": "uint8, per tensor, MinMax-calibrated",
+        "activations": f"uint8, per tensor, {_METHOD_NAMES[method]}-calibrated"
+        + (f" ({percentile} percentile)" if method == "percentile" else ""),
+        "calibration_method": method,
         "float_head": head,
+        "float_nodes": kept,
         "source_file": fp32_path.name,
         "onnxruntime": ort.__version__,
     }
@@ -178,6 +238,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="training images per class used to calibrate activation ranges",
     )
     parser.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default="minmax",
+        help="how activation ranges are calibrated",
+    )
+    parser.add_argument(
+        "--calibration-percentile",
+        type=float,
+        default=99.999,
+        help="with --calibration-method percentile: the share of values kept inside the range",
+    )
+    parser.add_argument(
+        "--keep-float",
+        action="append",
+        default=[],
+        metavar="SUBSTRING",
+        help="also keep in float the nodes whose name contains this (repeatable), e.g. /stem/",
+    )
+    parser.add_argument(
         "--select",
         default=None,
         metavar="FILE",
@@ -211,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.model_dir / INT8_FILE,
         calibration_batches(calibration, spec),
         str(manifest.get("input_name", "image")),
+        method=args.calibration_method,
+        keep_float=args.keep_float,
+        percentile=args.calibration_percentile,
     )
     recipe["calibration"] = {
         "split": "train (held-out sources never read)",
@@ -220,7 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "degraded": "every second image q75 JPEG at 256 px",
         "counts": ds.counts(calibration),
     }
-    recipe["command"] = "unmask quantize-detector"
+    recipe["command"] = " ".join(
+        ["unmask quantize-detector", f"--calibration-method {args.calibration_method}"]
+        + (
+            [f"--calibration-percentile {args.calibration_percentile}"]
+            if args.calibration_method == "percentile"
+            else []
+        )
+        + [f"--keep-float {pattern}" for pattern in args.keep_float]
+    )
     recipe["seconds"] = round(time.monotonic() - t0, 1)
     fusion_block = manifest.get("fusion")
     fusion = Fusion.from_manifest(fusion_block) if fusion_block is not None else None

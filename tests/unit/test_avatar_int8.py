@@ -25,7 +25,14 @@ from pipeline.avatars.detector import (
 )
 from pipeline.avatars.evaluate import roc_auc
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
-from pipeline.avatars.quantize import INT8_FILE, calibration_batches, quantize_model, select
+from pipeline.avatars.quantize import (
+    INT8_FILE,
+    calibration_batches,
+    equal_batches,
+    float_nodes,
+    quantize_model,
+    select,
+)
 from pipeline.settings import AvatarSettings, DatabaseSettings, ReviewSettings, Settings
 
 MANIFEST = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
@@ -190,3 +197,82 @@ def test_decide_threshold_without_an_avatar_stage_is_the_loaded_files() -> None:
     for name in (FP32_MODEL_FILE, INT8_FILE):
         expected = MANIFEST["variants"][name]["threshold"]
         assert detector_threshold(DEFAULT_MODEL_DIR / name) == expected
+
+
+def _activation_scales(path: Path) -> dict[str, float]:
+    """The scale of every activation ``QuantizeLinear`` (weights are stored quantised)."""
+    graph = onnx.load(str(path)).graph
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    return {
+        node.input[0]: float(init[node.input[1]])
+        for node in graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] not in init
+    }
+
+
+def test_percentile_calibration_narrows_ranges_and_named_nodes_stay_float(
+    tmp_path: Path, calibration: list[np.ndarray]
+) -> None:
+    fp32 = tmp_path / FP32_MODEL_FILE
+    shutil.copy(DEFAULT_MODEL_DIR / FP32_MODEL_FILE, fp32)
+    uneven = [*calibration, calibration[0][:3]]
+    minmax = quantize_model(fp32, tmp_path / "minmax.onnx", uneven)
+    recipe = quantize_model(
+        fp32,
+        tmp_path / "pct.onnx",
+        uneven,
+        method="percentile",
+        keep_float=["/stem/"],
+        percentile=99.9,
+    )
+    assert minmax["calibration_method"] == "minmax" and minmax["float_nodes"] == []
+    assert recipe["calibration_method"] == "percentile"
+    assert "Percentile" in recipe["activations"] and "99.9 " in recipe["activations"]
+    assert recipe["float_nodes"] and all("/stem/" in n for n in recipe["float_nodes"])
+
+    wide, narrow = (
+        _activation_scales(tmp_path / "minmax.onnx"),
+        _activation_scales(tmp_path / "pct.onnx"),
+    )
+    shared = sorted(set(wide) & set(narrow))
+    assert len(shared) > 10
+    # cutting the tails never widens a range, and narrows those not capped by ReLU6 at 6
+    assert all(narrow[t] <= wide[t] * (1 + 1e-6) for t in shared)
+    narrowed = [t for t in shared if narrow[t] < wide[t] * 0.99]
+    assert len(narrowed) > 10, narrowed
+
+    graph = onnx.load(str(tmp_path / "pct.onnx")).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    stem = next(n for n in graph.node if n.op_type == "Conv" and "/stem/" in n.name)
+    assert stem.input[1] not in producers or producers[stem.input[1]].op_type != (
+        "DequantizeLinear"
+    ), "the stem's weights should stay float"
+    body = next(n for n in graph.node if n.op_type == "Conv" and "/blocks.0/" in n.name)
+    assert producers[body.input[1]].op_type == "DequantizeLinear"
+
+    x = np.concatenate(calibration)
+    (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST))
+    scores = [
+        np.array(OnnxDetector(tmp_path, prefer_gpu=False, model_file=name).score_array(x))
+        for name in (FP32_MODEL_FILE, "pct.onnx")
+    ]
+    assert np.corrcoef(scores[0], scores[1])[0, 1] > 0.95
+
+
+def test_equal_batches_recuts_the_same_images() -> None:
+    rng = np.random.default_rng(0)
+    batches = [rng.random((n, 3, 4, 4), dtype=np.float32) for n in (5, 5, 2)]
+    cut = equal_batches(batches)
+    assert {len(b) for b in cut} == {4}
+    np.testing.assert_array_equal(np.concatenate(cut), np.concatenate(batches))
+
+
+def test_quantize_refuses_unknown_methods_and_patterns_that_match_nothing(
+    tmp_path: Path, calibration: list[np.ndarray]
+) -> None:
+    fp32 = DEFAULT_MODEL_DIR / FP32_MODEL_FILE
+    with pytest.raises(ValueError, match="calibration method"):
+        quantize_model(fp32, tmp_path / "x.onnx", calibration, method="entropy")
+    with pytest.raises(ValueError, match="/no-such-node/"):
+        float_nodes(fp32, ["/stem/", "/no-such-node/"])
+    assert not (tmp_path / "x.onnx").exists()
