@@ -5,13 +5,13 @@ The fp32 ``detector.onnx`` that ``unmask train-detector`` writes is turned into
 ranges are calibrated (MinMax, or a percentile of a histogram: ``--calibration-method``) on a
 fixed, hash-picked sample of TRAINING images only, half of them degraded as uploads are (q75 JPEG,
 256 px), all through the same ``preprocess_batch`` as inference. The classifier head stays float,
-and so do the nodes named by ``--keep-float`` (the stem convolution, whose input is the image
-itself, is the most sensitive layer of the averaged models). The calibrated thresholds of the new
-file are then re-derived on the validation split exactly as the fp32 ones were (1% FPR on
-validation reals, clean + degraded copies; the fused threshold with the manifest's fusion
-coefficients), and recorded in ``manifest.json`` under ``variants``. Held-out sources are never
-read here. ``--select FILE`` makes one recorded variant the file the runtime loads (``model_file``)
-with its thresholds and metrics.
+and so do the nodes named by ``--keep-float`` (of the layers tried, keeping the stem convolution,
+whose input is the image itself, float recovered the most fidelity; docs/model.md). The calibrated
+thresholds of the new file are then re-derived on the validation split exactly as the fp32 ones
+were (1% FPR on validation reals, clean + degraded copies; the fused threshold with the manifest's
+fusion coefficients), and recorded in ``manifest.json`` under ``variants``. Held-out sources are
+never read here. ``--select FILE`` makes one recorded variant the file the runtime loads
+(``model_file``) with its thresholds and metrics.
 
 Needs ``onnx`` (the ``train`` extra) besides onnxruntime; the runtime only loads the result.
 Run ``unmask quantize-detector --help``.
@@ -78,7 +78,7 @@ range (128), so its only candidate is the full range and it wrote exactly the Mi
 def equal_batches(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The same images re-cut into batches of one size (the largest that divides their count,
     at most the first batch's): onnxruntime's histogram calibrator (percentile) stacks
-    every batch's activations into one array and fail on a shorter last batch."""
+    every batch's activations into one array and fails on a shorter last batch."""
     images = np.concatenate(list(batches))
     size = max(d for d in range(1, len(batches[0]) + 1) if len(images) % d == 0)
     return [images[start : start + size] for start in range(0, len(images), size)]
@@ -119,8 +119,8 @@ def quantize_model(
 
     ``method`` picks how activation ranges are calibrated: ``minmax`` (the observed extremes) or
     ``percentile`` (both tails cut so ``percentile`` % of the values stay inside, asymmetric, as
-    the activations are uint8). Nodes whose names contain any of
-    ``keep_float`` stay in float besides the head (``head_nodes``)."""
+    the activations are uint8). Nodes whose names contain any of ``keep_float`` stay in float
+    besides the head (``head_nodes``)."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method {method!r} is not one of {CALIBRATION_METHODS}")
     from onnxruntime.quantization import (
