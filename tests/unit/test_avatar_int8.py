@@ -180,13 +180,15 @@ def test_quantize_model_writes_a_qdq_per_channel_model_that_tracks_fp32(
     }
     assert np.corrcoef(scores[FP32_MODEL_FILE], scores[INT8_FILE])[0, 1] > 0.95
     assert roc_auc(labels, scores[INT8_FILE]) > 0.75
-    # a quantised output (256 levels) ties the confident scores at both ends; the float head
-    # ties no more than the fp32 file does, where only float32's sigmoid saturates at 1.0
+    # a quantised output (256 levels) ties the confident scores at both ends and puts every
+    # score above ~0.998 at exactly 1.0; with the float head scores only meet where float32
+    # runs out of resolution near 1.0 (its sigmoid saturates there), about as in the fp32 file
     ordered = np.sort(scores[INT8_FILE])
     assert len(set(ordered[:8].tolist())) == 8, f"the lowest scores tie: {ordered[:8]}"
-    distinct = {name: len(set(s.tolist())) for name, s in scores.items()}
-    assert distinct[INT8_FILE] >= distinct[FP32_MODEL_FILE] - 1, distinct
-    assert distinct[INT8_FILE] >= len(ordered) // 2, f"the scores tie: {ordered}"
+    middle = ordered[ordered < 0.999]
+    assert len(set(middle.tolist())) == len(middle) >= len(ordered) // 3, ordered
+    saturated = {name: int(np.sum(s == 1.0)) for name, s in scores.items()}
+    assert saturated[INT8_FILE] <= saturated[FP32_MODEL_FILE] + 2, saturated
 
 
 def test_decide_threshold_without_an_avatar_stage_is_the_loaded_files() -> None:
