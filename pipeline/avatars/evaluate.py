@@ -275,6 +275,19 @@ def evaluate_records(
     return report_features(records, feats, threshold, fusion, cnn_threshold)
 
 
+def training_metrics(
+    scorer: OnnxScorer, split: ds.Split, threshold: float, heldout: bool = False
+) -> dict[str, Any]:
+    """The ``metrics`` block of a freshly trained model: the validation report, and the
+    held-out one only when ``heldout`` is asked for. Without it no held-out image is read:
+    held-out numbers seen right after training leak into the choices made next (docs/model.md,
+    "Selection"), so they are scored by ``evaluate`` when a written rule calls for them."""
+    metrics: dict[str, Any] = {"validation": evaluate_records(scorer, split.val, threshold)}
+    if heldout:
+        metrics["heldout_test"] = evaluate_records(scorer, split.test, threshold)
+    return metrics
+
+
 def report_features(
     records: Sequence[ds.FaceRecord],
     feats: dict[str, tuple[np.ndarray, np.ndarray]],

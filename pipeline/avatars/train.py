@@ -6,8 +6,8 @@ source-level split, on-the-fly degradation augmentation (``augment.py``: random 
 down-scale, optional blur and colour jitter, flip, JPEG re-encode), fine-tuning (optionally
 with an exponential moving average of the weights, exported when it validates at least as
 well), threshold calibration at 1% FPR on the validation split, ONNX export with a dynamic
-batch axis, held-out evaluation through onnxruntime, and ``manifest.json``. Run
-``python -m pipeline.avatars.train --help``.
+batch axis, the validation report through onnxruntime (the held-out sources only with
+``--heldout-report``), and ``manifest.json``. Run ``python -m pipeline.avatars.train --help``.
 """
 
 from __future__ import annotations
@@ -337,6 +337,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="export a model file that averages the logits of each image and its mirror",
     )
+    parser.add_argument(
+        "--heldout-report",
+        action="store_true",
+        help="also score the held-out sources after training and print their numbers (off by "
+        "default: numbers seen before a decision leak into it; `python -m "
+        "pipeline.avatars.evaluate` scores them when a rule calls for it)",
+    )
     parser.add_argument("--version", default=None, help="model version (default date-based)")
     parser.add_argument(
         "--no-pretrained",
@@ -475,8 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threshold = ev.threshold_at_fpr(real_scores, args.target_fpr)
     print(f"threshold {threshold:.4f}", flush=True)
 
-    test_report = ev.evaluate_records(scorer, split.test, threshold)
-    val_report = ev.evaluate_records(scorer, split.val, threshold)
+    metrics = ev.training_metrics(scorer, split, threshold, heldout=args.heldout_report)
     version = args.version or datetime.now(UTC).strftime("lite0-%Y%m%d-%H%M")
     manifest: dict[str, Any] = {
         "name": "unmask-ai-face-detector",
@@ -506,11 +512,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train_seconds": round(train_seconds, 1),
             "torch": torch.__version__,
         },
-        "metrics": {"heldout_test": test_report, "validation": val_report},
+        "metrics": metrics,
     }
     (args.out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for condition, result in test_report.items():
-        print(condition, json.dumps(result["overall"]), flush=True)
+    for key, report in metrics.items():
+        for condition, result in report.items():
+            print(key, condition, json.dumps(result["overall"]), flush=True)
     return 0
 
 
