@@ -564,8 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = split.test if args.split == "test" else split.val
     fusion_block = manifest.get("fusion")
     if args.bootstrap > 0:
-        fusion = Fusion.from_manifest(fusion_block) if fusion_block is not None else None
-        scores = fused_scores(features(scorer, locator, records), fusion)
+        own_fusion = Fusion.from_manifest(fusion_block) if fusion_block is not None else None
+        scores = fused_scores(features(scorer, locator, records), own_fusion)
         base = None
         compared: dict[str, Any] | None = None
         if args.compare_model_dir is not None:
