@@ -113,3 +113,24 @@ def test_random_agreement_with_linear_scan(index: HashIndex) -> None:
         if hamming(queries[q], v) <= RADIUS
     )
     assert got == want
+
+
+def test_sqlite_search_uses_the_band_indexes_not_a_family_scan(tmp_path: Path) -> None:
+    from pipeline.dedupe.sql_index import _SEARCH
+
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        index = SqlHashIndex(engine, RADIUS)
+        rng = random.Random(3)
+        index.add([IndexedHash(f"p{i}", "phash", "phash", rng.getrandbits(64)) for i in range(50)])
+        statement = _SEARCH.params(family="phash", p0=[1, 2], p1=[3], p2=[4, 5])
+        sql = str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+        with engine.connect() as conn:
+            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+        assert "MULTI-INDEX OR" in plan, plan
+        searches = [p for p in plan if p.startswith("SEARCH")]
+        assert len(searches) == 3 and all("AND b" in p for p in searches), plan
+    finally:
+        engine.dispose()
