@@ -57,7 +57,7 @@ def _search_statement() -> sa.Select[Any]:
     steady ~30 events/s, with the same decisions. PostgreSQL runs its own prepared statement.
     """
     t = photo_hashes
-    family = sa.bindparam("family")
+    family: sa.BindParameter[str] = sa.bindparam("family", type_=sa.String())
     clauses = [
         sa.and_(t.c.family == family, t.c[f"b{i}"].in_(sa.bindparam(f"p{i}", expanding=True)))
         for i in range(BANDS)
