@@ -90,8 +90,7 @@ class OnnxDetector:
         self._model_file = choice.model_file
         self._threshold = choice.threshold
         self._cnn_threshold = choice.cnn_threshold
-        fusion = self._manifest.get("fusion")
-        self._fusion = Fusion.from_manifest(fusion) if fusion is not None else None
+        self._fusion = Fusion.of_model(self._manifest)
         self._version = str(self._manifest["version"])
         self._session = _open_session(model_dir / self._model_file, prefer_gpu, intra_op_threads)
         self._input_name = self._session.get_inputs()[0].name

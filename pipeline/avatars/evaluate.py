@@ -208,14 +208,14 @@ def fused_scores(
     feats: dict[str, tuple[np.ndarray, np.ndarray]], fusion: Fusion | None
 ) -> dict[str, np.ndarray]:
     """Per report row (``clean``, ``jpeg75_256px`` and, with ``fusion``, their ``_cnn_only``
-    twins): the score ``report_features`` ranks, one per record."""
-    out: dict[str, np.ndarray] = {}
-    for condition, (cnn, geo) in feats.items():
-        if fusion is None:
-            out[condition] = cnn
-        else:
-            out[condition] = fusion.probabilities(feature_matrix(cnn, geo))
-            out[f"{condition}_cnn_only"] = cnn
+    twins, in that order): the score ``report_features`` ranks, one per record."""
+    if fusion is None:
+        return {condition: cnn for condition, (cnn, _) in feats.items()}
+    out = {
+        condition: fusion.probabilities(feature_matrix(cnn, geo))
+        for condition, (cnn, geo) in feats.items()
+    }
+    out.update({f"{condition}_cnn_only": cnn for condition, (cnn, _) in feats.items()})
     return out
 
 
@@ -296,20 +296,11 @@ def report_features(
     cnn_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Reports from precomputed ``features`` (see ``evaluate_records``)."""
-    result: dict[str, Any] = {}
-    for condition, (cnn, geo) in feats.items():
-        if fusion is None:
-            result[condition] = report(records, cnn, threshold)
-        else:
-            result[condition] = report(
-                records, fusion.probabilities(feature_matrix(cnn, geo)), threshold
-            )
-    if fusion is not None:
-        for condition, (cnn, _) in feats.items():
-            result[f"{condition}_cnn_only"] = report(
-                records, cnn, threshold if cnn_threshold is None else cnn_threshold
-            )
-    return result
+    cnn_only = threshold if cnn_threshold is None else cnn_threshold
+    return {
+        row: report(records, scores, cnn_only if row.endswith("_cnn_only") else threshold)
+        for row, scores in fused_scores(feats, fusion).items()
+    }
 
 
 def fit_fusion(
@@ -562,26 +553,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(manifest["metrics"]["heldout_test"], indent=2))
         return 0
     records = split.test if args.split == "test" else split.val
-    fusion_block = manifest.get("fusion")
     if args.bootstrap > 0:
-        own_fusion = Fusion.from_manifest(fusion_block) if fusion_block is not None else None
-        scores = fused_scores(features(scorer, locator, records), own_fusion)
+        scores = fused_scores(features(scorer, locator, records), Fusion.of_model(manifest))
         base = None
         compared: dict[str, Any] | None = None
         if args.compare_model_dir is not None:
             other = json.loads((args.compare_model_dir / "manifest.json").read_text())
             other_file = str(other.get("model_file", "detector.onnx"))
-            other_fusion = other.get("fusion")
-            base = fused_scores(
-                features(
-                    OnnxScorer(
-                        args.compare_model_dir / other_file, PreprocessSpec.from_manifest(other)
-                    ),
-                    locator,
-                    records,
-                ),
-                Fusion.from_manifest(other_fusion) if other_fusion is not None else None,
+            other_scorer = OnnxScorer(
+                args.compare_model_dir / other_file, PreprocessSpec.from_manifest(other)
             )
+            base = fused_scores(features(other_scorer, locator, records), Fusion.of_model(other))
             compared = {"version": other.get("version"), "model_file": other_file}
         labels = np.array([r.label for r in records])
         summary = {
@@ -603,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorer,
         records,
         threshold,
-        fusion=Fusion.from_manifest(fusion_block) if fusion_block is not None else None,
+        fusion=Fusion.of_model(manifest),
         cnn_threshold=None if cnn_threshold is None else float(cnn_threshold),
         locator=locator,
     )

@@ -134,6 +134,13 @@ class Fusion:
         }
 
     @classmethod
+    def of_model(cls, manifest: dict[str, Any]) -> Fusion | None:
+        """The combiner of a model's ``manifest.json`` (its ``fusion`` block), None without one
+        (then the CNN score is the shipped score)."""
+        block = manifest.get("fusion")
+        return None if block is None else cls.from_manifest(block)
+
+    @classmethod
     def from_manifest(cls, data: dict[str, Any]) -> Fusion:
         """Raises ValueError when the manifest's feature list is not this module's."""
         if tuple(data["features"]) != FEATURES:

@@ -60,13 +60,19 @@ def head_nodes(model_path: Path) -> list[str]:
     score above ~0.998 became exactly 1.0 and the confident fakes and the hardest reals tied at
     the top (a held-out TPR @ 1% FPR 3 points below the fp32 file's, validation thresholds of
     1.0); the head is ~0.1 % of the model's multiply-adds."""
-    import onnx
-
-    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
-    pools = [i for i, n in enumerate(nodes) if n.op_type == "GlobalAveragePool"]
+    nodes = _nodes(model_path)
+    pools = [i for i, (_, op) in enumerate(nodes) if op == "GlobalAveragePool"]
     if not pools:
         return []
-    return [n.name for n in nodes[pools[-1] + 1 :] if n.name and n.op_type != "Constant"]
+    return [name for name, op in nodes[pools[-1] + 1 :] if name and op != "Constant"]
+
+
+def _nodes(model_path: Path) -> list[tuple[str, str]]:
+    """``(name, op type)`` of every node of ``model_path``'s graph, in order."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [(n.name, n.op_type) for n in graph.node]
 
 
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile")
@@ -92,13 +98,7 @@ def float_nodes(model_path: Path, patterns: Sequence[str]) -> list[str]:
     ``patterns`` (e.g. ``/stem/`` for the first convolution): kept in float by
     ``quantize_model``. A pattern that matches nothing is an error, so a typo cannot silently
     quantise what it meant to keep."""
-    import onnx
-
-    nodes = [
-        n.name
-        for n in onnx.load(str(model_path), load_external_data=False).graph.node
-        if n.name and n.op_type != "Constant"
-    ]
+    nodes = [name for name, op in _nodes(model_path) if name and op != "Constant"]
     unmatched = [p for p in patterns if not any(p in name for name in nodes)]
     if unmatched:
         raise ValueError(f"no node name contains {unmatched}")
@@ -312,8 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + [f"--keep-float {pattern}" for pattern in args.keep_float]
     )
     recipe["seconds"] = round(time.monotonic() - t0, 1)
-    fusion_block = manifest.get("fusion")
-    fusion = Fusion.from_manifest(fusion_block) if fusion_block is not None else None
+    fusion = Fusion.of_model(manifest)
     threshold, cnn_threshold, validation = validation_thresholds(
         args.model_dir / INT8_FILE, spec, split.val, fusion
     )
