@@ -5,8 +5,9 @@ The fp32 ``detector.onnx`` that ``unmask train-detector`` writes is turned into
 ranges are calibrated (MinMax, or a percentile of a histogram: ``--calibration-method``) on a
 fixed, hash-picked sample of TRAINING images only, half of them degraded as uploads are (q75 JPEG,
 256 px), all through the same ``preprocess_batch`` as inference. The classifier head stays float,
-and so do the nodes named by ``--keep-float`` (of the layers tried, keeping the stem convolution,
-whose input is the image itself, float recovered the most fidelity; docs/model.md). The calibrated
+and so do the nodes named by ``--keep-float``: which ones is measured, on validation images and
+without labels, by ``--scan-float-units`` (``precision.py``: each unit's share of the INT8-fp32
+score gap against its cost in scoring time; docs/model.md, "Mixed precision"). The calibrated
 thresholds of the new file are then re-derived on the validation split exactly as the fp32 ones
 were (1% FPR on validation reals, clean + degraded copies; the fused threshold with the manifest's
 fusion coefficients), and recorded in ``manifest.json`` under ``variants``. Held-out sources are
@@ -38,6 +39,7 @@ from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
 FP32_FILE = "detector.onnx"
 INT8_FILE = "detector-int8.onnx"
 CALIBRATION_SALT = "int8-calibration"
+CALIBRATION_PER_CLASS = 150
 
 
 def calibration_batches(
@@ -234,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--calibration-per-class",
         type=int,
-        default=150,
+        default=CALIBRATION_PER_CLASS,
         help="training images per class used to calibrate activation ranges",
     )
     parser.add_argument(
@@ -255,6 +257,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="SUBSTRING",
         help="also keep in float the nodes whose name contains this (repeatable), e.g. /stem/",
+    )
+    parser.add_argument(
+        "--scan-float-units",
+        action="store_true",
+        help="quantise nothing into the model folder: measure on validation images (no labels) "
+        "how much keeping each unit (stem, blocks.N, head) float narrows the INT8-fp32 logit gap, "
+        "and print the greedy choice within --budget-ms as JSON (pipeline/avatars/precision.py)",
+    )
+    parser.add_argument(
+        "--budget-ms",
+        type=float,
+        default=0.8,
+        help="with --scan-float-units: extra scoring milliseconds per image allowed over the "
+        "base recipe (batch 32, one thread)",
     )
     parser.add_argument(
         "--select",
@@ -284,6 +300,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     calibration = ds.deterministic_sample(
         split.train, args.calibration_per_class, salt=CALIBRATION_SALT
     )
+    if args.scan_float_units:
+        from pipeline.avatars import precision
+
+        images = [ds.load_image(r.path) for r in split.val]
+        result = precision.scan(
+            args.model_dir / FP32_FILE,
+            calibration_batches(calibration, spec),
+            images + [ev.degrade(im) for im in images],
+            spec,
+            keep_float=args.keep_float,
+            budget_ms=args.budget_ms,
+            input_name=str(manifest.get("input_name", "image")),
+            quantize_options={
+                "method": args.calibration_method,
+                "percentile": args.calibration_percentile,
+            },
+        )
+        print(json.dumps(result, indent=2))
+        return 0
     t0 = time.monotonic()
     recipe = quantize_model(
         args.model_dir / FP32_FILE,
@@ -304,6 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     recipe["command"] = " ".join(
         ["unmask quantize-detector", f"--calibration-method {args.calibration_method}"]
+        + (
+            [f"--calibration-per-class {args.calibration_per_class}"]
+            if args.calibration_per_class != CALIBRATION_PER_CLASS
+            else []
+        )
         + (
             [f"--calibration-percentile {args.calibration_percentile}"]
             if args.calibration_method == "percentile"
