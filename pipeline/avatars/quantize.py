@@ -214,6 +214,17 @@ def select(manifest: dict[str, Any], model_file: str) -> None:
     manifest["metrics_model_file"] = model_file
 
 
+def rename_version(manifest: dict[str, Any], version: str) -> None:
+    """Give the model folder a new ``version`` (in place) when a new file changes the scores it
+    serves while the weights stay: scored events carry the version, so the same version must
+    not stand for two sets of scores. The weights' version stays as ``weights_version`` (kept
+    from the first rename)."""
+    if version == manifest["version"]:
+        raise ValueError(f"{version!r} is already the version")
+    manifest.setdefault("weights_version", manifest["version"])
+    manifest["version"] = version
+
+
 def ensure_variants(manifest: dict[str, Any]) -> dict[str, Any]:
     """The ``variants`` block, seeded on first use with the fp32 model's recorded thresholds and
     metrics (the manifest's own, written by training and ``evaluate --fit-fusion``)."""
@@ -271,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.8,
         help="with --scan-float-units: extra scoring milliseconds per image allowed over the "
         "base recipe (batch 32, one thread)",
+    )
+    parser.add_argument(
+        "--version",
+        default=None,
+        help="new version of the model folder, for a new INT8 file of the same weights (the "
+        "old one is kept as weights_version)",
     )
     parser.add_argument(
         "--select",
@@ -365,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metrics": {"validation": validation},
     }
     manifest.setdefault("model_file", FP32_FILE)
+    if args.version is not None:
+        rename_version(manifest, args.version)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps({k: v for k, v in variants[INT8_FILE].items() if k != "metrics"}, indent=2))
     return 0

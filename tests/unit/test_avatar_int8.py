@@ -31,6 +31,7 @@ from pipeline.avatars.quantize import (
     equal_batches,
     float_nodes,
     quantize_model,
+    rename_version,
     select,
 )
 from pipeline.settings import AvatarSettings, DatabaseSettings, ReviewSettings, Settings
@@ -278,3 +279,14 @@ def test_quantize_refuses_unknown_methods_and_patterns_that_match_nothing(
     with pytest.raises(ValueError, match="/no-such-node/"):
         float_nodes(fp32, ["/stem/", "/no-such-node/"])
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_rename_version_keeps_the_weights_version() -> None:
+    manifest = {"version": "w1"}
+    rename_version(manifest, "w1-int8b")
+    assert manifest == {"version": "w1-int8b", "weights_version": "w1"}
+    rename_version(manifest, "w1-int8c")
+    assert manifest == {"version": "w1-int8c", "weights_version": "w1"}
+    with pytest.raises(ValueError):
+        rename_version(manifest, "w1-int8c")
+    assert MANIFEST["weights_version"] != MANIFEST["version"]
