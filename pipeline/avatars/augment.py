@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 RESAMPLERS = (
     Image.Resampling.BILINEAR,
@@ -40,11 +40,15 @@ class AugmentSpec:
         metadata={"help": "probability of a brightness/contrast/saturation jitter per draw"},
     )
     photometric_strength: float = 0.15
+    grey_p: float = field(
+        default=0.0, metadata={"help": "probability of turning a draw greyscale (kept as RGB)"}
+    )
 
 
 def augment(image: Image.Image, rng: random.Random, spec: AugmentSpec) -> Image.Image:
-    """Random crop + scale jitter, random down-scale, optional Gaussian blur and
-    brightness/contrast/saturation jitter, horizontal flip, JPEG re-encode; RGB out."""
+    """Random crop + scale jitter, random down-scale, optional Gaussian blur,
+    brightness/contrast/saturation jitter and greyscale, horizontal flip, JPEG re-encode; RGB
+    out."""
     width, height = image.size
     side = min(width, height)
     crop = max(16, round(side * math.sqrt(rng.uniform(spec.crop_min_area, 1.0))))
@@ -65,6 +69,8 @@ def augment(image: Image.Image, rng: random.Random, spec: AugmentSpec) -> Image.
         s = spec.photometric_strength
         for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
             image = enhancer(image).enhance(rng.uniform(1.0 - s, 1.0 + s))
+    if spec.grey_p > 0 and rng.random() < spec.grey_p:
+        image = ImageOps.grayscale(image).convert("RGB")
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     buffer = io.BytesIO()

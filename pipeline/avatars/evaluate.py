@@ -244,17 +244,25 @@ def bootstrap_report(
     }
 
 
+def image_features(
+    scorer: OnnxScorer, locator: HaarFaceLocator, images: Sequence[Image.Image]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(CNN probabilities, fusion ``geometry`` rows) of ``images`` as shown."""
+    geo = np.array([geometry(locator.locate(im), im.size) for im in images]).reshape(-1, 3)
+    return scorer.score(images), geo
+
+
 def features(
     scorer: OnnxScorer, locator: HaarFaceLocator, records: Sequence[ds.FaceRecord]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per condition: (CNN probabilities, fusion ``geometry`` rows) of every record."""
     images = [ds.load_image(r.path) for r in records]
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for condition in CONDITIONS:
-        shown = images if condition == "clean" else [degrade(im) for im in images]
-        geo = np.array([geometry(locator.locate(im), im.size) for im in shown]).reshape(-1, 3)
-        out[condition] = (scorer.score(shown), geo)
-    return out
+    return {
+        condition: image_features(
+            scorer, locator, images if condition == "clean" else [degrade(im) for im in images]
+        )
+        for condition in CONDITIONS
+    }
 
 
 def evaluate_records(

@@ -73,3 +73,18 @@ def test_photometric_jitter_spreads_brightness(face: Image.Image) -> None:
     spread_plain = np.std([a.mean() for a in _draws(face, plain)])
     spread_jittered = np.std([a.mean() for a in _draws(face, jittered)])
     assert spread_jittered > 2.0 * spread_plain
+
+
+def test_grey_draws_are_grey_and_off_draws_no_random_number(face: Image.Image) -> None:
+    grey = [a for a in _draws(face, AugmentSpec(grey_p=1.0))]
+    assert all(np.allclose(a[..., 0], a[..., 1], atol=3) for a in grey)
+    assert all(np.allclose(a[..., 1], a[..., 2], atol=3) for a in grey)
+    colour = _draws(face, AugmentSpec())
+    assert not all(np.allclose(a[..., 0], a[..., 2], atol=3) for a in colour)
+    off, on = random.Random("7:0:0"), random.Random("7:0:0")
+    augment(face, off, AugmentSpec(grey_p=0.0))
+    augment(face, on, AugmentSpec(grey_p=0.5))
+    assert off.getstate() != on.getstate()
+    again = random.Random("7:0:0")
+    augment(face, again, AugmentSpec())
+    assert again.getstate() == off.getstate()
