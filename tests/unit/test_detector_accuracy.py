@@ -3,12 +3,13 @@
 Runs the shipped model file (``manifest.json: model_file``, the INT8 ``detector-int8.onnx``) on
 CPU over a fixed, hash-picked sample of images from the sources the model never saw in training
 (see ``manifest.json``), read from ``../shared/data/faces``. Floors sit a little below the
-numbers measured at release on this sample (``lite0-sg2c6qm-20261130``, the mixed-precision
-INT8 file: CNN AUC 0.988 clean / 0.989 degraded, fused 0.991 / 0.990, accuracy 0.76 at
-``cnn_threshold`` and 0.955 at 0.5; the same weights' previous INT8 file,
-``lite0-sg2c6q-20261130``: 0.987 / 0.989, 0.990 / 0.992, 0.76 / 0.77 and 0.94 / 0.955; before
-it ``lite0-sg2c6s-20261130``: 0.987 / 0.987, 0.989 / 0.989, 0.77 and 0.945; docs/model.md),
-and all clear them, so a broken
+numbers measured at release on this sample (``lite0-sg2c6g-20261130``, a five-way average with
+a greyscale-trained ingredient, mixed-precision INT8: CNN AUC 0.988 clean / 0.989 degraded,
+fused 0.990 / 0.991, accuracy 0.775 at ``cnn_threshold`` and 0.955 at 0.5;
+``lite0-sg2c6qm-20261130``: 0.988 / 0.989, 0.991 / 0.990, 0.76 and 0.955; its weights' previous
+INT8 file ``lite0-sg2c6q-20261130``: 0.987 / 0.989, 0.990 / 0.992, 0.76 / 0.77 and 0.94 / 0.955;
+``lite0-sg2c6s-20261130``: 0.987 / 0.987, 0.989 / 0.989, 0.77 and 0.945; docs/model.md), and all
+clear them, so a broken
 export, a preprocessing drift or a worse retrain fails here.
 """
 

@@ -1,6 +1,6 @@
 """The trainer's weight average (``train.average_states``, ``--average-with``): the committed
-model ``lite0-sg2c6q-20261130`` (four checkpoints) and its predecessor ``lite0-sg2c6s-20261130``
-(two) are such averages, so its arithmetic is pinned here.
+model ``lite0-sg2c6g-20261130`` (five checkpoints) and its predecessors ``lite0-sg2c6q-20261130``
+(four) and ``lite0-sg2c6s-20261130`` (two) are such averages, so its arithmetic is pinned here.
 
 Needs torch (the ``train`` extra): skipped in the runtime environment, run with
 ``.venv-train/bin/python -m pytest tests/unit/test_detector_soup.py``.
