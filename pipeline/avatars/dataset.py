@@ -13,9 +13,10 @@ import hashlib
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -124,6 +125,21 @@ def split_by_source(
         val.extend(items[:n_val])
         train.extend(items[n_val:])
     return Split(train=train, val=val, test=test, holdout=held)
+
+
+def model_split(
+    training: Mapping[str, Any],
+    shared: str | os.PathLike[str] | None = None,
+    holdout: Iterable[str] | None = None,
+) -> Split:
+    """The split a model was trained with, from its manifest's ``training`` block (held-out
+    sources and seed), over the faces under ``shared`` (see :func:`faces_dir`); ``holdout``
+    replaces the held-out sources (scoring an older model on a newer model's set)."""
+    return split_by_source(
+        read_manifest(faces_dir(shared)),
+        training["holdout_sources"] if holdout is None else holdout,
+        seed=int(training["seed"]),
+    )
 
 
 def counts(records: Iterable[FaceRecord]) -> dict[str, int]:

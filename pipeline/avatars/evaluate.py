@@ -521,9 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wanted != sorted(holdout):
             holdout = wanted
             report_key = "heldout_test:" + ",".join(wanted)
-    split = ds.split_by_source(
-        ds.read_manifest(ds.faces_dir(args.shared_dir)), holdout, seed=int(training["seed"])
-    )
+    split = ds.model_split(training, args.shared_dir, holdout)
     scorer = OnnxScorer(args.model_dir / model_file, spec)
     locator = HaarFaceLocator()
     if args.loso:

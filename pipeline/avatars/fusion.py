@@ -51,14 +51,20 @@ def geometry(finding: FaceFinding, size: tuple[int, int]) -> tuple[float, float,
     )
 
 
+def logit(probs: Sequence[float] | np.ndarray, clip: float = LOGIT_CLIP) -> np.ndarray:
+    """log(p / (1 - p)) in float64 of probabilities clipped to [clip, 1 - clip]. Pure."""
+    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), clip, 1 - clip)
+    return np.asarray(np.log(p / (1 - p)))
+
+
 def feature_matrix(
     cnn_probs: Sequence[float] | np.ndarray, geometries: Sequence[Sequence[float]] | np.ndarray
 ) -> np.ndarray:
     """(N, len(FEATURES)) float64 design matrix from CNN probabilities and ``geometry`` rows."""
-    p = np.clip(np.asarray(cnn_probs, dtype=np.float64).reshape(-1), LOGIT_CLIP, 1 - LOGIT_CLIP)
-    g = np.asarray(geometries, dtype=np.float64).reshape(len(p), 3)
+    z = logit(cnn_probs)
+    g = np.asarray(geometries, dtype=np.float64).reshape(len(z), 3)
     offset = np.where(g[:, 1] > 0, g[:, 2], MISSING_OFFSET)
-    return np.column_stack([np.log(p / (1 - p)), g[:, 0], g[:, 1], np.log(offset + OFFSET_FLOOR)])
+    return np.column_stack([z, g[:, 0], g[:, 1], np.log(offset + OFFSET_FLOOR)])
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

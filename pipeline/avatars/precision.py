@@ -26,6 +26,8 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.avatars import evaluate as ev
+from pipeline.avatars.detector import _session_options
+from pipeline.avatars.fusion import logit
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
 
 CONTAINERS: tuple[str, ...] = ("blocks",)
@@ -62,11 +64,7 @@ def mean_abs_logit_gap(reference: np.ndarray, other: np.ndarray) -> float:
     """Mean absolute difference of the logits of two probability vectors (clipped to
     [1e-7, 1 - 1e-7]): how far a quantised file's scores sit from the fp32 file's. Pure."""
 
-    def logit(p: np.ndarray) -> np.ndarray:
-        q = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1.0 - 1e-7)
-        return np.asarray(np.log(q / (1.0 - q)))
-
-    return float(np.mean(np.abs(logit(reference) - logit(other))))
+    return float(np.mean(np.abs(logit(reference, 1e-7) - logit(other, 1e-7))))
 
 
 def greedy_order(gains: dict[str, float]) -> list[str]:
@@ -91,11 +89,9 @@ def ms_per_image(paths: Sequence[Path], batch: np.ndarray, rounds: int = 15) -> 
     ``rounds``."""
     sessions = []
     for path in paths:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(path), _session_options(1), providers=["CPUExecutionProvider"]
+        )
         feed = {session.get_inputs()[0].name: batch}
         session.run(None, feed)
         sessions.append((session, feed))
@@ -153,16 +149,17 @@ def scan(
         gains = {u: base_gap - build([u], f"unit-{u}")[1] for u in units}
         order = greedy_order(gains)
         prefixes: list[dict[str, Any]] = []
+        chosen = 0
         for k in range(1, len(order) + 1):
             path, gap = build(order[:k], f"prefix-{k}")
             base_ms, ms = ms_per_image([base_path, path], timing_batch)
+            extra_ms = ms - base_ms
             prefixes.append(
-                {"units": order[:k], "gap": gap, "ms": ms, "base_ms": base_ms}
-                | {"extra_ms": ms - base_ms}
+                {"units": order[:k], "gap": gap, "ms": ms, "base_ms": base_ms, "extra_ms": extra_ms}
             )
-            if ms - base_ms > budget_ms:
+            chosen = longest_within([p["extra_ms"] for p in prefixes], budget_ms)
+            if chosen < k:
                 break
-        chosen = longest_within([p["extra_ms"] for p in prefixes], budget_ms)
     keep = list(keep_float) + [unit_pattern(u) for u in order[:chosen]]
     return {
         "base": {"keep_float": list(keep_float), "gap": base_gap},

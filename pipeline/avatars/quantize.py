@@ -308,12 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     spec = PreprocessSpec.from_manifest(manifest)
-    training = manifest["training"]
-    split = ds.split_by_source(
-        ds.read_manifest(ds.faces_dir(args.shared_dir)),
-        training["holdout_sources"],
-        seed=int(training["seed"]),
-    )
+    split = ds.model_split(manifest["training"], args.shared_dir)
     calibration = ds.deterministic_sample(
         split.train, args.calibration_per_class, salt=CALIBRATION_SALT
     )

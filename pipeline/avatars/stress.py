@@ -29,6 +29,7 @@ from pipeline.avatars import dataset as ds
 from pipeline.avatars import evaluate as ev
 from pipeline.avatars.face import HaarFaceLocator
 from pipeline.avatars.fusion import Fusion, feature_matrix
+from pipeline.avatars.manifest import choose
 from pipeline.avatars.preprocess import PreprocessSpec
 
 
@@ -156,14 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=[c.name for c in CHANGES], default=None)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    manifest = json.loads((args.model_dir / "manifest.json").read_text())
-    model_file = str(manifest.get("model_file", "detector.onnx"))
-    training = manifest["training"]
-    split = ds.split_by_source(
-        ds.read_manifest(ds.faces_dir(args.shared_dir)),
-        training["holdout_sources"],
-        seed=int(training["seed"]),
-    )
+    choice = choose(args.model_dir)
+    manifest, model_file = choice.manifest, choice.model_file
+    split = ds.model_split(manifest["training"], args.shared_dir)
     changes = [c for c in CHANGES if args.only is None or c.name in args.only]
     report = stress_report(
         ev.OnnxScorer(args.model_dir / model_file, PreprocessSpec.from_manifest(manifest)),
