@@ -8,12 +8,13 @@ is exactly the one the earlier training stages used.
 
 from __future__ import annotations
 
-import io
 import math
 import random
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+from pipeline.imaging import reencoded
 
 RESAMPLERS = (
     Image.Resampling.BILINEAR,
@@ -73,10 +74,6 @@ def augment(image: Image.Image, rng: random.Random, spec: AugmentSpec) -> Image.
         image = ImageOps.grayscale(image).convert("RGB")
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    buffer = io.BytesIO()
     quality = rng.randint(spec.jpeg_min, spec.jpeg_max)
     subsampling = 2 if rng.random() < 0.8 else 0
-    image.save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
-    buffer.seek(0)
-    with Image.open(buffer) as reopened:
-        return reopened.convert("RGB")
+    return reencoded(image, "JPEG", quality=quality, subsampling=subsampling)

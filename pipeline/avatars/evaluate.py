@@ -12,7 +12,6 @@ score and ``*_cnn_only`` rows give the CNN alone. Run ``python -m pipeline.avata
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from pipeline.avatars import dataset as ds
 from pipeline.avatars.face import HaarFaceLocator
 from pipeline.avatars.fusion import Fusion, feature_matrix, geometry
 from pipeline.avatars.preprocess import PreprocessSpec, preprocess_batch
+from pipeline.imaging import reencoded
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 DEGRADE_SIDE = 256
@@ -80,11 +80,7 @@ def degrade(image: Image.Image) -> Image.Image:
         scale = DEGRADE_SIDE / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=DEGRADE_QUALITY)
-    buffer.seek(0)
-    with Image.open(buffer) as reopened:
-        return reopened.convert("RGB")
+    return reencoded(image, "JPEG", quality=DEGRADE_QUALITY)
 
 
 class OnnxScorer:

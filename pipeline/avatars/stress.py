@@ -15,12 +15,10 @@ fakes or downscaled reals would break it. It is a report: nothing here picks or 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -31,14 +29,7 @@ from pipeline.avatars.face import HaarFaceLocator
 from pipeline.avatars.fusion import Fusion, feature_matrix
 from pipeline.avatars.manifest import choose
 from pipeline.avatars.preprocess import PreprocessSpec
-
-
-def _encoded(image: Image.Image, fmt: str, **options: Any) -> Image.Image:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format=fmt, **options)
-    buffer.seek(0)
-    with Image.open(buffer) as reopened:
-        return reopened.convert("RGB")
+from pipeline.imaging import reencoded
 
 
 def _side(image: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
@@ -71,33 +62,33 @@ class Change:
 CHANGES: tuple[Change, ...] = (
     Change("as_stored", "the files as they are", lambda im: im.convert("RGB")),
     Change(
-        "webp_q80", "re-encoded as WebP quality 80", lambda im: _encoded(im, "WEBP", quality=80)
+        "webp_q80", "re-encoded as WebP quality 80", lambda im: reencoded(im, "WEBP", quality=80)
     ),
     Change(
-        "jpeg_q50", "re-encoded as JPEG quality 50", lambda im: _encoded(im, "JPEG", quality=50)
+        "jpeg_q50", "re-encoded as JPEG quality 50", lambda im: reencoded(im, "JPEG", quality=50)
     ),
     Change(
         "side_96",
         "shrunk to 96 px (longest side), JPEG q85",
-        lambda im: _encoded(_side(im, 96, Image.Resampling.LANCZOS), "JPEG", quality=85),
+        lambda im: reencoded(_side(im, 96, Image.Resampling.LANCZOS), "JPEG", quality=85),
     ),
     Change(
         "side_512",
         "enlarged to 512 px (longest side, bicubic), JPEG q90",
-        lambda im: _encoded(_side(im, 512, Image.Resampling.BICUBIC), "JPEG", quality=90),
+        lambda im: reencoded(_side(im, 512, Image.Resampling.BICUBIC), "JPEG", quality=90),
     ),
     Change("crop_80", "centre crop of 80% of each side", lambda im: _crop(im, 0.8)),
     Change("grey", "greyscale", lambda im: ImageOps.grayscale(im).convert("RGB")),
     Change(
         "fakes_512",
         "fakes only enlarged to 512 px, JPEG q90; reals as stored",
-        lambda im: _encoded(_side(im, 512, Image.Resampling.BICUBIC), "JPEG", quality=90),
+        lambda im: reencoded(_side(im, 512, Image.Resampling.BICUBIC), "JPEG", quality=90),
         "fake",
     ),
     Change(
         "reals_128",
         "reals only shrunk to 128 px, JPEG q75; fakes as stored",
-        lambda im: _encoded(_side(im, 128, Image.Resampling.BILINEAR), "JPEG", quality=75),
+        lambda im: reencoded(_side(im, 128, Image.Resampling.BILINEAR), "JPEG", quality=75),
         "real",
     ),
 )

@@ -9,11 +9,12 @@ contrast +-20%, rotation +-5 degrees, text overlay, border, and a combination).
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Callable
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from pipeline.imaging import reencoded
 
 Transform = Callable[[Image.Image, random.Random], Image.Image]
 
@@ -35,11 +36,7 @@ def jpeg(image: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def jpeg_at(image: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    with Image.open(buf) as decoded:
-        return decoded.convert("RGB")
+    return reencoded(image, "JPEG", quality=quality)
 
 
 def crop(image: Image.Image, rng: random.Random) -> Image.Image:
@@ -83,8 +80,14 @@ def text_overlay(image: Image.Image, rng: random.Random) -> Image.Image:
     size = max(10, out.height // 12)
     y = round(out.height * rng.uniform(0.75, 0.88))
     caption = rng.choice(("follow me!", "@real_account", "new pic <3", "DM for collab"))
-    draw.text((max(2, out.width // 20), y), caption, fill=(255, 255, 255), font_size=size,
-              stroke_width=max(1, size // 10), stroke_fill=(0, 0, 0))
+    draw.text(
+        (max(2, out.width // 20), y),
+        caption,
+        fill=(255, 255, 255),
+        font_size=size,
+        stroke_width=max(1, size // 10),
+        stroke_fill=(0, 0, 0),
+    )
     return out
 
 
