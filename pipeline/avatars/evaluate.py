@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,41 @@ def bootstrap_report(
         }
         for row, s in scores.items()
         if base is None or row in base
+    }
+
+
+def hardest(
+    records: Sequence[ds.FaceRecord], scores: np.ndarray, n: int, fpr: float = 0.01
+) -> dict[str, Any]:
+    """The pictures that set TPR @ ``fpr``: the ``n`` highest-scoring reals (those strictly
+    above ``threshold_at_fpr`` are the false positives there) and the ``n`` lowest-scoring fakes,
+    each with its file, source and score, and the count of each class per source among them."""
+    labels = np.array([r.label for r in records])
+    scores = np.asarray(scores, dtype=np.float64)
+    threshold = threshold_at_fpr(scores[labels == 0], fpr)
+
+    def rows(label: int, descending: bool) -> list[dict[str, Any]]:
+        index = np.flatnonzero(labels == label)
+        order = index[np.argsort(-scores[index] if descending else scores[index], kind="stable")]
+        return [
+            {
+                "file": f"{records[i].path.parent.name}/{records[i].path.name}",
+                "source": records[i].source,
+                "score": round(float(scores[i]), 6),
+            }
+            for i in order[:n]
+        ]
+
+    reals, fakes = rows(0, True), rows(1, False)
+    return {
+        "threshold_at_fpr": threshold,
+        "fpr": fpr,
+        "reals_above": int((scores[labels == 0] > threshold).sum()),
+        "fakes_above": int((scores[labels == 1] > threshold).sum()),
+        "highest_reals": reals,
+        "highest_reals_by_source": dict(Counter(r["source"] for r in reals).most_common()),
+        "lowest_fakes": fakes,
+        "lowest_fakes_by_source": dict(Counter(r["source"] for r in fakes).most_common()),
     }
 
 
@@ -489,6 +525,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --bootstrap: also score the default file of the model in DIR on the same "
         "images and give the paired difference (this model minus that one)",
     )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print, per report row, the N highest-scoring reals and N lowest-scoring fakes "
+        "(the pictures that set TPR @ 1%% FPR) instead of the report; records nothing",
+    )
     args = parser.parse_args(argv)
     if args.compare_model_dir is not None and args.bootstrap <= 0:
         parser.error("--compare-model-dir needs --bootstrap N")
@@ -555,6 +599,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(manifest["metrics"]["heldout_test"], indent=2))
         return 0
     records = split.test if args.split == "test" else split.val
+    if args.top > 0:
+        scores = fused_scores(features(scorer, locator, records), Fusion.of_model(manifest))
+        hard = {row: hardest(records, s, args.top) for row, s in scores.items()}
+        text = json.dumps(
+            {"model": {"version": manifest.get("version"), "model_file": model_file}, **hard},
+            indent=2,
+        )
+        if args.out is not None:
+            args.out.write_text(text + "\n")
+        print(text)
+        return 0
     if args.bootstrap > 0:
         scores = fused_scores(features(scorer, locator, records), Fusion.of_model(manifest))
         base = None
