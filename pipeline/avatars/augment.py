@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from pipeline.imaging import reencoded
+from pipeline.imaging import reencoded, side_size
 
 RESAMPLERS = (
     Image.Resampling.BILINEAR,
@@ -60,9 +60,7 @@ def augment(image: Image.Image, rng: random.Random, spec: AugmentSpec) -> Image.
     image = image.crop((left, top, left + cw, top + ch))
     target = rng.randint(spec.down_min, spec.down_max)
     if max(image.size) > target:
-        scale = target / max(image.size)
-        size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
-        image = image.resize(size, rng.choice(RESAMPLERS))
+        image = image.resize(side_size(image.size, target, floor=8), rng.choice(RESAMPLERS))
     if spec.blur_p > 0 and rng.random() < spec.blur_p:
         sigma = rng.uniform(0.1, spec.blur_sigma_max)
         image = image.filter(ImageFilter.GaussianBlur(radius=sigma))

@@ -20,6 +20,8 @@ from typing import Any
 
 from PIL import Image
 
+from pipeline.imaging import side_size
+
 DEFAULT_HOLDOUT: tuple[str, ...] = (
     "fake/bhk",
     "real/lfw",
@@ -205,8 +207,13 @@ def load_image(path: Path, max_side: int | None = None) -> Image.Image:
         if max_side is not None and opened.format == "JPEG":
             opened.draft("RGB", (max_side, max_side))
         image = opened.convert("RGB")
-    if max_side is not None and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return image
+    return image if max_side is None else shrunk(image, max_side)
+
+
+def shrunk(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` shrunk (bilinear) so the longer side is at most ``max_side``; never enlarged."""
+    if max(image.size) <= max_side:
+        return image
+    return image.resize(
+        side_size(image.size, max_side), Image.Resampling.BILINEAR, reducing_gap=3.0
+    )

@@ -76,12 +76,7 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float = 0.01) -> flo
 
 def degrade(image: Image.Image) -> Image.Image:
     """Down-scale so the longer side is at most 256 px, then re-encode as JPEG q75."""
-    image = image.convert("RGB")
-    if max(image.size) > DEGRADE_SIDE:
-        scale = DEGRADE_SIDE / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return reencoded(image, "JPEG", quality=DEGRADE_QUALITY)
+    return reencoded(ds.shrunk(image.convert("RGB"), DEGRADE_SIDE), "JPEG", quality=DEGRADE_QUALITY)
 
 
 class OnnxScorer:
@@ -249,7 +244,8 @@ def hardest(
     each with its file, source and score, and the count of each class per source among them."""
     labels = np.array([r.label for r in records])
     scores = np.asarray(scores, dtype=np.float64)
-    threshold = threshold_at_fpr(scores[labels == 0], fpr)
+    real = labels == 0
+    threshold = threshold_at_fpr(scores[real], fpr)
 
     def rows(label: int, descending: bool) -> list[dict[str, Any]]:
         index = np.flatnonzero(labels == label)
@@ -267,8 +263,8 @@ def hardest(
     return {
         "threshold_at_fpr": threshold,
         "fpr": fpr,
-        "reals_above": int((scores[labels == 0] > threshold).sum()),
-        "fakes_above": int((scores[labels == 1] > threshold).sum()),
+        "reals_above": int((scores[real] > threshold).sum()),
+        "fakes_above": int((scores[~real] > threshold).sum()),
         "highest_reals": reals,
         "highest_reals_by_source": dict(Counter(r["source"] for r in reals).most_common()),
         "lowest_fakes": fakes,
@@ -464,6 +460,14 @@ def markdown_tables(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _emit(payload: dict[str, Any], out: Path | None) -> None:
+    """Print ``payload`` as indented JSON, and write it to ``out`` too when one is given."""
+    text = json.dumps(payload, indent=2)
+    if out is not None:
+        out.write_text(text + "\n")
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate the committed model on its held-out sources and print the JSON report."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.avatars.evaluate")
@@ -599,19 +603,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(manifest["metrics"]["heldout_test"], indent=2))
         return 0
     records = split.test if args.split == "test" else split.val
-    if args.top > 0:
+    if args.top > 0 or args.bootstrap > 0:
         scores = fused_scores(features(scorer, locator, records), Fusion.of_model(manifest))
-        hard = {row: hardest(records, s, args.top) for row, s in scores.items()}
-        text = json.dumps(
-            {"model": {"version": manifest.get("version"), "model_file": model_file}, **hard},
-            indent=2,
-        )
-        if args.out is not None:
-            args.out.write_text(text + "\n")
-        print(text)
-        return 0
-    if args.bootstrap > 0:
-        scores = fused_scores(features(scorer, locator, records), Fusion.of_model(manifest))
+        model = {"version": manifest.get("version"), "model_file": model_file}
+        if args.top > 0:
+            _emit(
+                {"model": model, **{r: hardest(records, s, args.top) for r, s in scores.items()}},
+                args.out,
+            )
+            return 0
         base = None
         compared: dict[str, Any] | None = None
         if args.compare_model_dir is not None:
@@ -624,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             compared = {"version": other.get("version"), "model_file": other_file}
         labels = np.array([r.label for r in records])
         summary = {
-            "model": {"version": manifest.get("version"), "model_file": model_file},
+            "model": model,
             "compared_with": compared,
             "split": args.split,
             "n_fake": int(labels.sum()),
@@ -633,10 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "level": 0.95,
             "rows": bootstrap_report(labels, scores, base, n_resamples=args.bootstrap),
         }
-        text = json.dumps(summary, indent=2)
-        if args.out is not None:
-            args.out.write_text(text + "\n")
-        print(text)
+        _emit(summary, args.out)
         return 0
     result = evaluate_records(
         scorer,
@@ -646,9 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cnn_threshold=None if cnn_threshold is None else float(cnn_threshold),
         locator=locator,
     )
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    _emit(result, args.out)
     if args.record and args.split == "test":
         manifest = json.loads((args.model_dir / "manifest.json").read_text())
         recorded = manifest.setdefault("variants", {}).setdefault(
@@ -659,7 +654,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest.setdefault("metrics", {})[report_key] = result
             manifest["metrics_model_file"] = model_file
         (args.model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(text)
     return 0
 
 

@@ -49,6 +49,14 @@ def float_units(names: Sequence[str], containers: Sequence[str] = CONTAINERS) ->
     return units
 
 
+def body_names(fp32_path: Path) -> list[str]:
+    """Names of the quantisable nodes of ``fp32_path`` outside the float head, in graph order."""
+    from pipeline.avatars.quantize import _nodes, head_nodes
+
+    head = set(head_nodes(fp32_path))
+    return [n for n, op in _nodes(fp32_path) if n and op != "Constant" and n not in head]
+
+
 def unit_pattern(unit: str) -> str:
     """The ``--keep-float`` substring that matches exactly the nodes of ``unit``."""
     return f"/{unit}/"
@@ -63,7 +71,6 @@ def _already_float(unit: str, names: Sequence[str], keep_float: Sequence[str]) -
 def mean_abs_logit_gap(reference: np.ndarray, other: np.ndarray) -> float:
     """Mean absolute difference of the logits of two probability vectors (clipped to
     [1e-7, 1 - 1e-7]): how far a quantised file's scores sit from the fp32 file's. Pure."""
-
     return float(np.mean(np.abs(logit(reference, 1e-7) - logit(other, 1e-7))))
 
 
@@ -127,11 +134,10 @@ def scan(
     ``budget_ms`` more per image. ``quantize_options`` go to ``quantize_model`` (method,
     percentile). Writes only temporary files.
     """
-    from pipeline.avatars.quantize import _nodes, head_nodes, quantize_model
+    from pipeline.avatars.quantize import quantize_model
 
     options = dict(quantize_options or {})
-    head = set(head_nodes(fp32_path))
-    names = [n for n, op in _nodes(fp32_path) if n and op != "Constant" and n not in head]
+    names = body_names(fp32_path)
     if units is None:
         units = [u for u in float_units(names) if not _already_float(u, names, keep_float)]
     reference = ev.OnnxScorer(fp32_path, spec).score(images)

@@ -29,13 +29,11 @@ from pipeline.avatars.face import HaarFaceLocator
 from pipeline.avatars.fusion import Fusion, feature_matrix
 from pipeline.avatars.manifest import choose
 from pipeline.avatars.preprocess import PreprocessSpec
-from pipeline.imaging import reencoded
+from pipeline.imaging import reencoded, side_size
 
 
 def _side(image: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
-    scale = side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.convert("RGB").resize(size, resample)
+    return image.convert("RGB").resize(side_size(image.size, side), resample)
 
 
 def _crop(image: Image.Image, share: float) -> Image.Image:

@@ -16,19 +16,14 @@ from pipeline.avatars import dataset as ds
 from pipeline.avatars import precision
 from pipeline.avatars.detector import DEFAULT_MODEL_DIR, FP32_MODEL_FILE
 from pipeline.avatars.preprocess import PreprocessSpec
-from pipeline.avatars.quantize import _nodes, calibration_batches, float_nodes, head_nodes
+from pipeline.avatars.quantize import calibration_batches, float_nodes
 
 MANIFEST = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
 FP32 = DEFAULT_MODEL_DIR / FP32_MODEL_FILE
 
 
-def _body_names() -> list[str]:
-    head = set(head_nodes(FP32))
-    return [n for n, op in _nodes(FP32) if n and op != "Constant" and n not in head]
-
-
 def test_units_of_the_exported_graph_are_the_stem_each_block_and_the_head_conv() -> None:
-    units = precision.float_units(_body_names())
+    units = precision.float_units(precision.body_names(FP32))
     assert units == ["stem"] + [f"blocks.{i}" for i in range(16)] + ["head"]
     assert precision.float_units(["/Sigmoid", "/inner/Flatten"]) == []
 
@@ -62,10 +57,7 @@ def test_greedy_order_and_budget_cut() -> None:
 
 def test_scan_measures_gains_and_keeps_the_base_when_nothing_fits() -> None:
     spec = PreprocessSpec.from_manifest(MANIFEST)
-    training = MANIFEST["training"]
-    split = ds.split_by_source(
-        ds.read_manifest(ds.faces_dir()), training["holdout_sources"], seed=int(training["seed"])
-    )
+    split = ds.model_split(MANIFEST["training"])
     calibration = calibration_batches(ds.deterministic_sample(split.train, 8, salt="t"), spec, 8)
     images = [ds.load_image(r.path) for r in ds.deterministic_sample(split.val, 16, salt="t")]
     result = precision.scan(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imaging import reencoded
+from pipeline.imaging import reencoded, side_size
 
 
 def _picture(mode: str) -> Image.Image:
@@ -42,3 +42,10 @@ def test_options_reach_the_encoder() -> None:
     full = reencoded(image, "JPEG", quality=90, subsampling=0)
     halved = reencoded(image, "JPEG", quality=90, subsampling=2)
     assert not np.array_equal(np.asarray(full), np.asarray(halved))
+
+
+def test_side_size_scales_the_longer_side_and_keeps_the_aspect() -> None:
+    assert side_size((200, 160), 96) == (96, 77)
+    assert side_size((160, 200), 512) == (410, 512)
+    assert side_size((1000, 10), 100) == (100, 1)
+    assert side_size((1000, 10), 100, floor=8) == (100, 8)
